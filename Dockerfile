@@ -1,0 +1,28 @@
+# capsearch server image. Models and data live in volumes so a new image keeps both.
+#   docker build -t capsearch .                          # CPU build of torch
+#   docker build --build-arg TORCH_INDEX=cu128 -t capsearch .   # CUDA 12.8 build of torch
+#   docker run -p 8000:8000 -v capsearch-models:/models_cache -v capsearch-data:/data capsearch
+FROM python:3.11-slim
+
+ARG TORCH_INDEX=cpu
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    CAPSEARCH_SERVER__HOST=0.0.0.0 \
+    CAPSEARCH_MODELS__CACHE_DIR=/models_cache \
+    CAPSEARCH_STORAGE__DIR=/data/media \
+    CAPSEARCH_DATABASE__URL=sqlite+aiosqlite:////data/capsearch.db
+
+WORKDIR /app
+# torch first, from the index that matches the hardware, so the project install reuses it.
+RUN pip install "torch==2.13.0" --index-url "https://download.pytorch.org/whl/${TORCH_INDEX}"
+COPY pyproject.toml README.md alembic.ini ./
+COPY src ./src
+COPY alembic ./alembic
+RUN pip install -e .
+
+VOLUME ["/models_cache", "/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
+# Migrate, then serve: a new volume or a new version always starts on the right schema.
+CMD ["sh", "-c", "capsearch migrate && exec capsearch serve"]

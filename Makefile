@@ -1,0 +1,51 @@
+# capsearch — `make run` and `make test` do all set-up on a fresh machine (venv, install, migrate).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help install run demo test lint typecheck bench migrate clean
+
+help: ## show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	# torch is pinned to 2.13.0 in pyproject.toml: here that is the local CPU wheel, never a CUDA build.
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install everything
+
+migrate: $(STAMP) ## apply database migrations (CAPSEARCH_DATABASE__URL)
+	$(BIN)/capsearch migrate
+
+run: migrate ## migrate, then serve on http://127.0.0.1:8000 with the real models
+	$(BIN)/capsearch serve
+
+demo: export CAPSEARCH_MODELS__PROFILE = tiny
+demo: export CAPSEARCH_DATABASE__URL ?= sqlite+aiosqlite:///data/demo.db
+demo: export CAPSEARCH_STORAGE__DIR ?= data/demo-media
+demo: migrate ## serve offline with tiny random-weight models (no downloads)
+	$(BIN)/capsearch serve
+
+test: $(STAMP) ## run the test suite (SQLite; Postgres too when TEST_DATABASE_URL is set)
+	$(BIN)/pytest
+
+lint: $(STAMP) ## ruff lint + format check
+	$(BIN)/ruff check src tests alembic
+	$(BIN)/ruff format --check src tests alembic
+
+typecheck: $(STAMP) ## strict mypy
+	$(BIN)/mypy
+
+bench: $(STAMP) ## print benchmark tables (captioner offline and full stack)
+	$(BIN)/capsearch bench
+
+clean: ## remove the venv and caches (keeps data/ and models_cache/)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
