@@ -1,0 +1,128 @@
+"""BLIP image captioning behind the `Model` contract.
+
+We call the processor and `model.generate` ourselves: transformers 5 removed the "image-to-text"
+pipeline, and doing it by hand is also what lets one `generate` call caption a whole batch.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers import BlipForConditionalGeneration, BlipProcessor
+
+from capsearch.errors import ModelUnavailableError
+
+# BLIP base was trained on web captions full of the mangled word "arafed"/"araffe" (from "a raffed"),
+# and it often starts its output with it. It carries no meaning, so we drop it.
+_ARTIFACT = re.compile(r"^ar+af+e*d?\b\s*", re.IGNORECASE)
+_SPACES = re.compile(r"\s+")
+
+
+def tidy_caption(text: str) -> str:
+    """Collapse whitespace and drop BLIP's leading "arafed"-style artifact (unless nothing else is left)."""
+    text = _SPACES.sub(" ", text).strip()
+    without = _ARTIFACT.sub("", text, count=1).strip()
+    return without or text
+
+
+class BlipCaptioner:
+    """`Model[PIL.Image.Image, str]`: a batch of images in, one caption per image out, in order."""
+
+    name = "captioner"
+
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        cache_dir: Path,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        max_new_tokens: int = 30,
+    ) -> None:
+        # Nothing heavy here: the app builds captioners at startup and loads them off the event loop.
+        self.model_id = model_id
+        self.cache_dir = Path(cache_dir)
+        self.device = device
+        self.dtype = dtype
+        self.max_new_tokens = max_new_tokens
+        self._model: Any = None
+        self._processor: Any = None
+
+    @classmethod
+    def from_loaded(
+        cls,
+        model: Any,
+        processor: Any,
+        *,
+        model_id: str,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        max_new_tokens: int = 30,
+    ) -> BlipCaptioner:
+        """Wrap an in-memory model and processor (benchmarks of random weights; nothing is on disk)."""
+        captioner = cls(
+            model_id, cache_dir=Path("."), device=device, dtype=dtype, max_new_tokens=max_new_tokens
+        )
+        captioner._processor = processor
+        captioner._model = model.to(device=device, dtype=dtype).eval()
+        return captioner
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def describe(self) -> str:
+        dtype_name = str(self.dtype).removeprefix("torch.")
+        return f"{self.model_id} on {self.device} ({dtype_name})"
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        # local_files_only: without it an unreachable Hub costs minutes of DNS retries before failing.
+        # Getting the files here is the registry's job (`ensure_available`), never load()'s.
+        try:
+            processor = BlipProcessor.from_pretrained(
+                self.model_id, cache_dir=self.cache_dir, local_files_only=True
+            )
+            model: Any = BlipForConditionalGeneration.from_pretrained(
+                self.model_id, cache_dir=self.cache_dir, dtype=self.dtype, local_files_only=True
+            )
+        except OSError as exc:
+            raise ModelUnavailableError(
+                f"The captioner model '{self.model_id}' could not be loaded ({exc}). Fix: run `capsearch "
+                "models download`, or start with CAPSEARCH_MODELS__PROFILE=tiny for an offline demo."
+            ) from exc
+        self._processor = processor
+        self._model = model.to(self.device).eval()
+
+    def predict(self, batch: list[Image.Image]) -> list[str]:
+        if not batch:
+            return []
+        if self._model is None:
+            raise RuntimeError("BlipCaptioner.predict() called before load()")
+        images = [im if im.mode == "RGB" else im.convert("RGB") for im in batch]
+        with torch.inference_mode():
+            inputs = self._processor(images=images, return_tensors="pt")
+            pixel_values = inputs["pixel_values"].to(self.device, dtype=self.dtype)
+            # Greedy decoding: deterministic, and beams would multiply the cost on a CPU.
+            output_ids = self._model.generate(
+                pixel_values=pixel_values,
+                max_new_tokens=self.max_new_tokens,
+                num_beams=1,
+                do_sample=False,
+            )
+        texts: list[str] = self._processor.batch_decode(output_ids, skip_special_tokens=True)
+        captions = [tidy_caption(t) for t in texts]
+        if len(captions) != len(batch):  # generate() returns one row per image; guard the contract anyway
+            raise RuntimeError(f"captioner returned {len(captions)} captions for {len(batch)} images")
+        return captions
+
+    def close(self) -> None:
+        self._model = None
+        self._processor = None
+        if self.device.startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,280 @@
+"""Which models a profile uses, whether they are on disk, and how they get there.
+
+Layout of `cache_dir` (models_cache/ by default):
+  models--<owner>--<name>/...   Hugging Face Hub cache (huggingface_hub's own layout)
+  tiny/<role dir>/              tiny random-weight models, built offline on first use
+
+Rule that keeps startup fast on machines without internet: never call the Hub unless the files are
+missing, downloads are allowed, and a quick socket probe shows the Hub is reachable. A plain
+`from_pretrained("owner/name")` would otherwise spend minutes retrying DNS before failing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from capsearch.config import DEFAULT_CAPTIONER_ID, ModelProfile, ModelSettings, Settings
+from capsearch.errors import ModelUnavailableError
+
+if TYPE_CHECKING:
+    from capsearch.ml.captioner import BlipCaptioner
+
+# torch/transformers/huggingface_hub are imported inside functions: importing them costs ~8 s, and
+# `capsearch models list` or an error message should not pay that.
+
+TINY_DIRNAME = "tiny"
+PROFILES: tuple[ModelProfile, ...] = ("default", "tiny")
+HUB_PROBE_TIMEOUT_S = 3.0
+_FIX = (
+    "Fix: run `capsearch models download` on a machine with internet access (or copy its models_cache/ "
+    "here), or start with CAPSEARCH_MODELS__PROFILE=tiny for an offline demo."
+)
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+# Other frameworks' weights and exports: never needed by transformers + torch, often gigabytes.
+_NEVER_DOWNLOAD = ["*.h5", "*.msgpack", "*.onnx", "*.ot", "*.tflite", "*.mlmodel", "*.gguf", "onnx/*"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    role: str
+    model_id: str  # a Hub id ("owner/name") or a local directory
+    kind: str  # architecture family: "blip" for now; "whisper"/"minilm" later
+    tiny: bool = False  # built locally from random weights; never downloaded
+
+
+@dataclass(frozen=True)
+class _Role:
+    name: str
+    kind: str
+    default_id: str
+    tiny_dirname: str
+    override: Callable[[ModelSettings], str | None]
+
+
+# One entry per role; adding the embedder and transcriber means adding a row here and a tiny builder.
+_ROLES: tuple[_Role, ...] = (
+    _Role("captioner", "blip", DEFAULT_CAPTIONER_ID, "blip-captioner", lambda s: s.captioner_id),
+)
+
+
+def _build_tiny(kind: str, out_dir: Path) -> None:
+    if kind == "blip":
+        from capsearch.ml.tiny import build_tiny_blip
+
+        build_tiny_blip(out_dir)
+        return
+    raise ValueError(f"no tiny builder for model kind {kind!r}")
+
+
+def profile_specs(settings: ModelSettings, profile: ModelProfile | None = None) -> list[ModelSpec]:
+    """The models of `profile` (default: the configured one). An explicit id in settings wins."""
+    profile = profile or settings.profile
+    specs = []
+    for role in _ROLES:
+        override = role.override(settings)
+        if override:
+            specs.append(ModelSpec(role.name, override, role.kind))
+        elif profile == "tiny":
+            path = settings.cache_dir / TINY_DIRNAME / role.tiny_dirname
+            specs.append(ModelSpec(role.name, str(path), role.kind, tiny=True))
+        else:
+            specs.append(ModelSpec(role.name, role.default_id, role.kind))
+    return specs
+
+
+def spec_for(settings: ModelSettings, role: str) -> ModelSpec:
+    for spec in profile_specs(settings):
+        if spec.role == role:
+            return spec
+    raise KeyError(f"no model role {role!r}")
+
+
+def is_local_path(model_id: str) -> bool:
+    """Hub ids look like "owner/name"; anything else that looks like a path is a local directory."""
+    return (
+        Path(model_id).expanduser().exists()
+        or model_id.startswith(("/", "./", "../", "~"))
+        or model_id.count("/") > 1
+        or "\\" in model_id
+    )
+
+
+def _has_model_files(directory: Path) -> bool:
+    return (directory / "config.json").is_file() and any(
+        next(directory.glob(pattern), None) is not None for pattern in _WEIGHT_PATTERNS
+    )
+
+
+def local_dir(spec: ModelSpec, settings: ModelSettings) -> Path | None:
+    """The directory holding the model's files, or None if they are not on disk. Never touches the network."""
+    if spec.tiny or is_local_path(spec.model_id):
+        path = Path(spec.model_id).expanduser()
+        return path if _has_model_files(path) else None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        config = try_to_load_from_cache(spec.model_id, "config.json", cache_dir=settings.cache_dir)
+    except ValueError:  # not a valid repo id (HFValidationError)
+        return None
+    if not isinstance(config, str):
+        return None
+    snapshot = Path(config).parent
+    return snapshot if _has_model_files(snapshot) else None
+
+
+def is_available(spec: ModelSpec, settings: ModelSettings) -> bool:
+    return local_dir(spec, settings) is not None
+
+
+def hub_unreachable_reason(timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """None if a TCP connection to the Hub opens within `timeout`, else a short reason for messages."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}:
+            return f"{var} is set"
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    url = urlparse(endpoint)
+    host = url.hostname or "huggingface.co"
+    port = url.port or (80 if url.scheme == "http" else 443)
+    result: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(None)
+        except OSError as exc:
+            result.append(exc)
+
+    # A thread because DNS resolution ignores socket timeouts and can hang far longer than `timeout`.
+    thread = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not result:
+        return f"the Hugging Face Hub ({host}) did not answer within {timeout:g} s"
+    if result[0] is not None:
+        return f"the Hugging Face Hub ({host}) cannot be reached"
+    return None
+
+
+def _unavailable(spec: ModelSpec, settings: ModelSettings, reason: str) -> ModelUnavailableError:
+    return ModelUnavailableError(
+        f"The {spec.role} model '{spec.model_id}' is not in {settings.cache_dir}/ and {reason}. {_FIX}"
+    )
+
+
+def _download(spec: ModelSpec, settings: ModelSettings) -> None:
+    from huggingface_hub import HfApi, snapshot_download
+
+    try:
+        files = HfApi().list_repo_files(spec.model_id)
+        ignore = list(_NEVER_DOWNLOAD)
+        if any(f.endswith(".safetensors") for f in files):
+            ignore += ["*.bin", "*.pt", "*.pth"]  # same weights, older format
+        # snapshot_download shows one tqdm progress bar per file.
+        snapshot_download(spec.model_id, cache_dir=settings.cache_dir, ignore_patterns=ignore)
+    except Exception as exc:  # HTTP, network and disk errors all become one user-facing message
+        raise ModelUnavailableError(
+            f"Downloading the {spec.role} model '{spec.model_id}' into {settings.cache_dir}/ failed: {exc}. "
+            f"{_FIX}"
+        ) from exc
+
+
+def ensure_available(spec: ModelSpec, settings: ModelSettings, *, download: bool | None = None) -> None:
+    """Make sure the model's files are on disk, or raise ModelUnavailableError with the fix.
+
+    `download=None` follows `settings.allow_download`; the `models download` command passes True.
+    """
+    if is_available(spec, settings):
+        return
+    if spec.tiny:
+        _build_tiny(spec.kind, Path(spec.model_id))
+        return
+    if is_local_path(spec.model_id):
+        raise ModelUnavailableError(
+            f"The {spec.role} model directory '{spec.model_id}' has no config.json and weights. Fix: point "
+            "CAPSEARCH_MODELS__CAPTIONER_ID at a directory written by save_pretrained(), or unset it."
+        )
+    allowed = settings.allow_download if download is None else download
+    if not allowed:
+        raise _unavailable(
+            spec, settings, "downloads are turned off (CAPSEARCH_MODELS__ALLOW_DOWNLOAD=false)"
+        )
+    reason = hub_unreachable_reason()
+    if reason is not None:
+        raise _unavailable(spec, settings, reason)
+    _download(spec, settings)
+    if not is_available(spec, settings):
+        raise _unavailable(spec, settings, "the download did not contain config.json and weights")
+
+
+def build_captioner(settings: Settings) -> BlipCaptioner:
+    """Ensure the captioner's files exist and return it UNLOADED (call `load()` off the event loop)."""
+    from capsearch.ml.captioner import BlipCaptioner
+    from capsearch.ml.device import resolve_device, resolve_dtype
+
+    models = settings.models
+    spec = spec_for(models, "captioner")
+    ensure_available(spec, models)
+    device = resolve_device(models.device)
+    return BlipCaptioner(
+        spec.model_id,
+        cache_dir=models.cache_dir,
+        device=device,
+        dtype=resolve_dtype(models.dtype, device),
+        max_new_tokens=models.caption_max_tokens,
+    )
+
+
+def download_profile(settings: ModelSettings, profile: ModelProfile) -> list[tuple[ModelSpec, str]]:
+    """Fetch (or build) every model of `profile`; returns each spec with its local directory.
+
+    An explicit command, so it downloads even when `allow_download` is off for the running app.
+    """
+    done = []
+    for spec in profile_specs(settings, profile):
+        ensure_available(spec, settings, download=True)
+        done.append((spec, str(local_dir(spec, settings))))
+    return done
+
+
+def _dir_size(path: Path) -> int:
+    # Hub snapshots hold symlinks into blobs/; stat() follows them, so this is the real size.
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _human(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    value = size / 1024
+    for unit in ("KB", "MB"):
+        if value < 1024:
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+def list_models(settings: ModelSettings) -> list[dict[str, Any]]:
+    """Rows for `capsearch models list`, both profiles. Keys: role, id, profile, active (bool),
+    cached ("yes"/"no"), path and size (strings, "" when not cached)."""
+    rows: list[dict[str, Any]] = []
+    for profile in PROFILES:
+        for spec in profile_specs(settings, profile):
+            path = local_dir(spec, settings)
+            rows.append(
+                {
+                    "role": spec.role,
+                    "id": spec.model_id,
+                    "profile": profile,
+                    "active": profile == settings.profile,
+                    "cached": "yes" if path else "no",
+                    "path": str(path) if path else "",
+                    "size": _human(_dir_size(path)) if path else "",
+                }
+            )
+    return rows
