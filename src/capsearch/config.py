@@ -66,6 +66,19 @@ class LimitSettings(BaseModel):
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
+    # Extra origins allowed to open the WebSocket (same host is always allowed), e.g. behind a proxy.
+    allowed_origins: list[str] = []
+
+
+class UploadSettings(BaseModel):
+    """Chunked uploads over the WebSocket (docs/protocol.md)."""
+
+    chunk_size: int = Field(128 * 1024, ge=64 * 1024, le=256 * 1024)
+    window: int = Field(8, ge=1, le=64, description="unacknowledged chunks a client may have in flight")
+    max_parallel: int = Field(3, ge=1, le=16, description="uploads in progress per connection")
+    stall_timeout_s: float = Field(60.0, gt=0, description="no chunk for this long on a live socket")
+    partial_ttl_s: float = Field(600.0, gt=0, description="how long a dropped upload may be resumed")
+    max_message_bytes: int = Field(300 * 1024, description="largest WebSocket message accepted")
 
 
 class Settings(BaseSettings):
@@ -82,6 +95,7 @@ class Settings(BaseSettings):
     caption_batch: BatchSettings = BatchSettings()
     limits: LimitSettings = LimitSettings()
     server: ServerSettings = ServerSettings()
+    uploads: UploadSettings = UploadSettings()
 
 
 @lru_cache

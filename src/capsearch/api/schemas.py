@@ -1,0 +1,80 @@
+"""Response and request shapes of the REST API (they also become the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, Field
+
+from capsearch.db.models import Image, ImageStatus
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="A plain sentence saying what went wrong and what to do.")
+    code: str = Field(description="Stable machine-readable error code.")
+
+
+class ImageOut(BaseModel):
+    id: int
+    sha256: str
+    status: ImageStatus
+    caption: str | None
+    caption_model: str | None
+    error: str | None
+    mime: str
+    width: int
+    height: int
+    size_bytes: int
+    filename: str | None
+    url: str = Field(description="The original bytes, as uploaded.")
+    thumbnail_url: str = Field(description="A JPEG, longest side 640 px, without metadata.")
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, image: Image) -> ImageOut:
+        return cls(
+            id=image.id,
+            sha256=image.sha256,
+            status=image.status,
+            caption=image.caption,
+            caption_model=image.caption_model,
+            error=image.error,
+            mime=image.mime,
+            width=image.width,
+            height=image.height,
+            size_bytes=image.size_bytes,
+            filename=image.filename,
+            url=f"/media/originals/{image.sha256}",
+            thumbnail_url=f"/media/thumbs/{image.sha256}",
+            created_at=_utc(image.created_at),
+            updated_at=_utc(image.updated_at),
+        )
+
+
+def _utc(t: datetime) -> datetime:
+    # SQLite hands timestamps back without a zone; they were written in UTC.
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+class UploadOutcome(BaseModel):
+    filename: str | None
+    ok: bool
+    duplicate: bool = Field(False, description="The same bytes were already stored; no second caption.")
+    image: ImageOut | None = None
+    error: ErrorOut | None = None
+
+
+class UploadResponse(BaseModel):
+    items: list[UploadOutcome]
+
+
+class ImagePage(BaseModel):
+    items: list[ImageOut]
+    total: int
+    next: str | None = Field(description="Pass as `cursor` to get the next (older) page; null at the end.")
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = {}

@@ -1,0 +1,54 @@
+"""`capsearch bench`: the captioner offline and through the full stack, printed as tables."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from capsearch.bench.offline import BenchProfile, bench_captioner_offline, format_table
+from capsearch.config import Settings
+
+FULL_STACK_TARGET = 0.9  # full stack ≥ 0.9 × offline at the same batch size
+LOOP_LAG_TARGET_MS = 10.0
+
+
+def _captioner_tables(quick: bool) -> list[str]:
+    from capsearch.bench.fullstack import bench_full_stack
+
+    profiles: list[BenchProfile] = ["tiny"] if quick else ["tiny", "blip-base-random"]
+    offline: list[dict[str, Any]] = []
+    stack: list[dict[str, Any]] = []
+    for profile in profiles:
+        rows = bench_captioner_offline(profile)
+        offline += rows
+        by_batch = {r["batch_size"]: r["images_per_s"] for r in rows}
+        # Enough requests for several full batches; BLIP-base costs seconds per image on a CPU.
+        requests = 256 if profile == "tiny" else 32
+        if quick:
+            requests = 64
+        for max_batch in (8, 1):
+            row = bench_full_stack(profile, max_batch, requests=requests)
+            ratio = row["images_per_s"] / by_batch[max_batch]
+            row["vs_offline"] = f"{ratio:.2f}x"
+            row["targets"] = " ".join(
+                [
+                    "ok" if ratio >= FULL_STACK_TARGET else f"MISS(<{FULL_STACK_TARGET})",
+                    "ok" if row["loop_lag_p99_ms"] <= LOOP_LAG_TARGET_MS else "MISS(lag)",
+                ]
+            )
+            stack.append(row)
+    return [
+        "Captioner, offline (BlipCaptioner.predict, images/s)\n" + format_table(offline),
+        f"Captioner, full stack (32 HTTP clients, wait=true; targets: ≥{FULL_STACK_TARGET}× offline at the "
+        f"same batch size, loop lag p99 ≤ {LOOP_LAG_TARGET_MS:g} ms)\n" + format_table(stack),
+    ]
+
+
+def run_benchmarks(settings: Settings, *, quick: bool = False, only: str | None = None) -> int:
+    # One log line per benchmark request would bury the tables.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    tables: list[str] = []
+    if only in (None, "captioner"):
+        tables += _captioner_tables(quick)
+    print("\n\n".join(tables))
+    return 0

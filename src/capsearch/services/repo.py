@@ -1,0 +1,59 @@
+"""Queries on the images table. Each function takes a session; the caller owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from capsearch.db.models import Image, ImageStatus, utcnow
+
+
+async def get(session: AsyncSession, image_id: int) -> Image | None:
+    return await session.get(Image, image_id)
+
+
+async def get_by_sha(session: AsyncSession, sha256: str) -> Image | None:
+    return (await session.execute(select(Image).where(Image.sha256 == sha256))).scalar_one_or_none()
+
+
+async def page(session: AsyncSession, limit: int, before_id: int | None) -> tuple[Sequence[Image], int]:
+    """Newest first (ids only grow), keyset-paginated so deep pages stay cheap."""
+    q = select(Image).order_by(Image.id.desc()).limit(limit)
+    if before_id is not None:
+        q = q.where(Image.id < before_id)
+    items = (await session.execute(q)).scalars().all()
+    total = (await session.execute(select(func.count()).select_from(Image))).scalar_one()
+    return items, total
+
+
+async def unfinished(session: AsyncSession) -> Sequence[Image]:
+    q = select(Image).where(Image.status.in_([ImageStatus.RECEIVED, ImageStatus.CAPTIONING]))
+    return (await session.execute(q.order_by(Image.id))).scalars().all()
+
+
+async def set_status(
+    session: AsyncSession,
+    image_id: int,
+    status: ImageStatus,
+    *,
+    caption: str | None = None,
+    caption_model: str | None = None,
+    error: str | None = None,
+) -> None:
+    values: dict[str, object] = {"status": status, "error": error, "updated_at": utcnow()}
+    if caption is not None:
+        values["caption"] = caption
+        values["caption_model"] = caption_model
+    await session.execute(update(Image).where(Image.id == image_id).values(**values))
+
+
+async def mark_captioning(session: AsyncSession, image_id: int) -> bool:
+    """received → captioning, only if still received (a finished caption must never be overwritten)."""
+    result = await session.execute(
+        update(Image)
+        .where(Image.id == image_id, Image.status == ImageStatus.RECEIVED)
+        .values(status=ImageStatus.CAPTIONING, updated_at=utcnow())
+    )
+    return bool(getattr(result, "rowcount", 0))

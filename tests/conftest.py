@@ -1,0 +1,129 @@
+"""Shared fixtures. Database tests run on SQLite, and on Postgres too when TEST_DATABASE_URL is set."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import random
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from PIL import Image as PILImage
+from sqlalchemy import text
+
+from capsearch.app import CaptionerFactory, create_app
+from capsearch.config import (
+    BatchSettings,
+    DatabaseSettings,
+    LimitSettings,
+    ModelSettings,
+    Settings,
+    StorageSettings,
+)
+from capsearch.db import migrate
+from capsearch.db.session import create_engine
+from capsearch.ml.registry import build_captioner, ensure_available, profile_specs
+
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+
+
+def _db_params() -> list[str]:
+    return ["sqlite", "postgres"] if TEST_DATABASE_URL else ["sqlite"]
+
+
+async def _reset_postgres(url: str) -> None:
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        await conn.execute(text("CREATE SCHEMA public"))
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session", params=_db_params())
+def migrated_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A database at the latest migration, shared by the session (tables are emptied per test)."""
+    if request.param == "postgres":
+        assert TEST_DATABASE_URL
+        url = TEST_DATABASE_URL
+        asyncio.run(_reset_postgres(url))
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture
+async def db_url(migrated_db_url: str) -> str:
+    engine = create_engine(migrated_db_url)
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM images"))
+    await engine.dispose()
+    return migrated_db_url
+
+
+@pytest.fixture(scope="session")
+def models_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny random-weight models of the real architectures, built offline once per session."""
+    cache = tmp_path_factory.mktemp("models_cache")
+    ms = ModelSettings(profile="tiny", cache_dir=cache, allow_download=False)
+    for spec in profile_specs(ms):
+        ensure_available(spec, ms)
+    return cache
+
+
+@pytest.fixture
+def settings(db_url: str, models_cache: Path, tmp_path: Path) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database=DatabaseSettings(url=db_url),
+        storage=StorageSettings(dir=tmp_path / "media"),
+        models=ModelSettings(profile="tiny", cache_dir=models_cache, allow_download=False, device="cpu"),
+        caption_batch=BatchSettings(max_batch_size=8, max_wait_ms=10, queue_limit=64),
+        limits=LimitSettings(),
+    )
+
+
+async def _serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
+
+
+@pytest.fixture
+def captioner_factory() -> CaptionerFactory:
+    """The real BLIP loading path over the tiny model; tests replace it with fakes where needed."""
+    return build_captioner
+
+
+@pytest.fixture
+async def app(settings: Settings, captioner_factory: CaptionerFactory) -> FastAPI:
+    return create_app(settings, captioner_factory=captioner_factory)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in _serve(app):
+        yield c
+
+
+def photo_bytes(seed: int, size: tuple[int, int] = (320, 240), fmt: str = "JPEG") -> bytes:
+    """A distinct real image per seed (random blocks of colour, so every seed hashes differently)."""
+    rnd = random.Random(seed)
+    img = PILImage.new("RGB", size, tuple(rnd.randrange(256) for _ in range(3)))
+    for _ in range(12):
+        x, y = rnd.randrange(size[0]), rnd.randrange(size[1])
+        box = (x, y, min(size[0], x + rnd.randrange(10, 120)), min(size[1], y + rnd.randrange(10, 120)))
+        img.paste(tuple(rnd.randrange(256) for _ in range(3)), box)
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def photos() -> Iterator[list[bytes]]:
+    yield [photo_bytes(i) for i in range(6)]

@@ -1,0 +1,80 @@
+"""Alembic upgrade and downgrade on SQLite, and on Postgres when TEST_DATABASE_URL is set."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
+
+from capsearch.db import migrate
+from capsearch.db.session import create_engine
+from tests.conftest import TEST_DATABASE_URL
+
+SCRATCH_DB = "capsearch_migration_test"
+
+
+async def _admin(url: str, *statements: str) -> None:
+    admin = make_url(url).set(database="postgres").render_as_string(hide_password=False)
+    engine = create_engine(admin).execution_options(isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        for sql in statements:
+            await conn.execute(text(sql))
+    await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"] if TEST_DATABASE_URL else ["sqlite"])
+def scratch_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'migrations.db'}"
+        return
+    assert TEST_DATABASE_URL
+    drop = f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)'
+    asyncio.run(_admin(TEST_DATABASE_URL, drop, f'CREATE DATABASE "{SCRATCH_DB}"'))
+    yield make_url(TEST_DATABASE_URL).set(database=SCRATCH_DB).render_as_string(hide_password=False)
+    asyncio.run(_admin(TEST_DATABASE_URL, drop))
+
+
+async def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    async with engine.connect() as conn:
+        names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+    await engine.dispose()
+    return names - {"alembic_version"}
+
+
+async def test_upgrade_and_downgrade_round_trip(scratch_url: str) -> None:
+    assert await migrate.current_revision(scratch_url) is None
+    await asyncio.to_thread(migrate.upgrade, scratch_url)
+    head = migrate.head_revision(scratch_url)
+    assert await migrate.current_revision(scratch_url) == head
+    assert "images" in await _tables(scratch_url)
+
+    await asyncio.to_thread(migrate.downgrade, scratch_url, "base")
+    assert await migrate.current_revision(scratch_url) is None
+    assert await _tables(scratch_url) == set()
+
+    # And back up again: downgrade left nothing behind that blocks a re-upgrade.
+    await asyncio.to_thread(migrate.upgrade, scratch_url)
+    assert await migrate.current_revision(scratch_url) == head
+
+
+async def test_status_is_constrained_by_the_schema(scratch_url: str) -> None:
+    await asyncio.to_thread(migrate.upgrade, scratch_url)
+    engine = create_engine(scratch_url)
+    insert = text(
+        "INSERT INTO images (sha256, mime, width, height, size_bytes, status) "
+        "VALUES (:sha, 'image/png', 1, 1, 1, :status)"
+    )
+    async with engine.begin() as conn:
+        await conn.execute(insert, {"sha": "a" * 64, "status": "ready"})
+    with pytest.raises(Exception, match=r"(?i)check|constraint"):
+        async with engine.begin() as conn:
+            await conn.execute(insert, {"sha": "b" * 64, "status": "exploded"})
+    with pytest.raises(Exception, match=r"(?i)unique"):
+        async with engine.begin() as conn:
+            await conn.execute(insert, {"sha": "a" * 64, "status": "ready"})
+    await engine.dispose()
