@@ -6,7 +6,9 @@ import asyncio
 import io
 import os
 import random
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -14,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image as PILImage
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from capsearch.app import CaptionerFactory, create_app
 from capsearch.config import (
@@ -35,25 +38,41 @@ def _db_params() -> list[str]:
     return ["sqlite", "postgres"] if TEST_DATABASE_URL else ["sqlite"]
 
 
-async def _reset_postgres(url: str) -> None:
-    engine = create_engine(url)
-    async with engine.begin() as conn:
-        await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
-        await conn.execute(text("CREATE SCHEMA public"))
+async def postgres_admin(url: str, *statements: str) -> None:
+    """Run statements outside a transaction (CREATE/DROP DATABASE) on the server behind `url`."""
+    engine = create_engine(url).execution_options(isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        for sql in statements:
+            await conn.execute(text(sql))
     await engine.dispose()
 
 
+@contextmanager
+def scratch_postgres(prefix: str) -> Iterator[str]:
+    """A fresh database of its own on TEST_DATABASE_URL's server, so concurrent runs never collide."""
+    assert TEST_DATABASE_URL
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    drop = f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    asyncio.run(postgres_admin(TEST_DATABASE_URL, drop, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(postgres_admin(TEST_DATABASE_URL, drop))
+
+
 @pytest.fixture(scope="session", params=_db_params())
-def migrated_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+def migrated_db_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A database at the latest migration, shared by the session (tables are emptied per test)."""
     if request.param == "postgres":
-        assert TEST_DATABASE_URL
-        url = TEST_DATABASE_URL
-        asyncio.run(_reset_postgres(url))
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+        with scratch_postgres("capsearch_test") as url:
+            migrate.upgrade(url)
+            yield url
+        return
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
     migrate.upgrade(url)
-    return url
+    yield url
 
 
 @pytest.fixture

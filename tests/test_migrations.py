@@ -8,22 +8,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import make_url
 
 from capsearch.db import migrate
 from capsearch.db.session import create_engine
-from tests.conftest import TEST_DATABASE_URL
-
-SCRATCH_DB = "capsearch_migration_test"
-
-
-async def _admin(url: str, *statements: str) -> None:
-    admin = make_url(url).set(database="postgres").render_as_string(hide_password=False)
-    engine = create_engine(admin).execution_options(isolation_level="AUTOCOMMIT")
-    async with engine.connect() as conn:
-        for sql in statements:
-            await conn.execute(text(sql))
-    await engine.dispose()
+from tests.conftest import TEST_DATABASE_URL, scratch_postgres
 
 
 @pytest.fixture(params=["sqlite", "postgres"] if TEST_DATABASE_URL else ["sqlite"])
@@ -31,11 +19,8 @@ def scratch_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'migrations.db'}"
         return
-    assert TEST_DATABASE_URL
-    drop = f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)'
-    asyncio.run(_admin(TEST_DATABASE_URL, drop, f'CREATE DATABASE "{SCRATCH_DB}"'))
-    yield make_url(TEST_DATABASE_URL).set(database=SCRATCH_DB).render_as_string(hide_password=False)
-    asyncio.run(_admin(TEST_DATABASE_URL, drop))
+    with scratch_postgres("capsearch_migrations") as url:
+        yield url
 
 
 async def _tables(url: str) -> set[str]:
