@@ -125,7 +125,7 @@ def bench_full_stack(
     with tempfile.TemporaryDirectory(prefix="capsearch-bench-") as tmp:
         root = Path(tmp)
         settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
             database=DatabaseSettings(url=f"sqlite+aiosqlite:///{root / 'bench.db'}"),
             storage=StorageSettings(dir=root / "media"),
             models=ModelSettings(profile="tiny", cache_dir=root / "models", allow_download=False),
