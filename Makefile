@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+WEB    := web/node_modules/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help install run demo test lint typecheck bench migrate clean
@@ -20,21 +21,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install everything
+# The page's JavaScript (htmx + its WebSocket extension), pinned by web/package-lock.json.
+$(WEB): web/package.json web/package-lock.json
+	npm ci --prefix web --no-audit --no-fund
+	@touch $(WEB)
+
+install: $(STAMP) $(WEB) ## create .venv, install everything (Python and the page's npm packages)
 
 migrate: $(STAMP) ## apply database migrations (CAPSEARCH_DATABASE__URL)
 	$(BIN)/capsearch migrate
 
-run: migrate ## migrate, then serve on http://127.0.0.1:8000 with the real models
+run: migrate $(WEB) ## migrate, then serve on http://127.0.0.1:8000 with the real models
 	$(BIN)/capsearch serve
 
 demo: export CAPSEARCH_MODELS__PROFILE = tiny
 demo: export CAPSEARCH_DATABASE__URL ?= sqlite+aiosqlite:///data/demo.db
 demo: export CAPSEARCH_STORAGE__DIR ?= data/demo-media
-demo: migrate ## serve offline with tiny random-weight models (no downloads)
+demo: migrate $(WEB) ## serve offline with tiny random-weight models (no downloads)
 	$(BIN)/capsearch serve
 
-test: $(STAMP) ## run the test suite (SQLite; Postgres too when TEST_DATABASE_URL is set)
+test: $(STAMP) $(WEB) ## run the test suite (SQLite; Postgres too when TEST_DATABASE_URL is set)
 	$(BIN)/pytest
 
 lint: $(STAMP) ## ruff lint + format check
@@ -48,4 +54,4 @@ bench: $(STAMP) ## print benchmark tables (captioner offline and full stack)
 	$(BIN)/capsearch bench
 
 clean: ## remove the venv and caches (keeps data/ and models_cache/)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) web/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from capsearch.api.errors import install_error_handlers
-from capsearch.api.routes import health, images, media
+from capsearch.api.routes import health, images, media, pages, ws
 from capsearch.batching import Batcher
 from capsearch.config import Settings, get_settings
 from capsearch.db.migrate import current_revision, head_revision
@@ -23,6 +23,7 @@ from capsearch.ml.base import Model
 from capsearch.services.images import ImageService
 from capsearch.state import AppState
 from capsearch.storage import ContentStore
+from capsearch.ws.uploads import UploadRegistry
 
 log = logging.getLogger("capsearch")
 
@@ -83,6 +84,9 @@ def create_app(
             # The one exception to strict reverse order: the batcher drains (or fails) its queue
             # before the service closes, so the service's caption tasks settle instead of being cut.
             stack.push_async_callback(batcher.stop, settings.caption_batch.shutdown_timeout_s)
+            uploads = UploadRegistry(settings.uploads, store.root / "tmp" / "uploads")
+            await uploads.start()
+            stack.push_async_callback(uploads.stop)
             app.state.capsearch = AppState(
                 settings=settings,
                 engine=engine,
@@ -92,6 +96,7 @@ def create_app(
                 captioner=captioner,
                 caption_batcher=batcher,
                 images=service,
+                uploads=uploads,
             )
             await service.resume_unfinished()
             log.info("capsearch ready: captioner %s", _model_label(captioner))
@@ -107,6 +112,8 @@ def create_app(
     app.include_router(images.router)
     app.include_router(media.router)
     app.include_router(health.router)
+    app.include_router(ws.router)
+    app.include_router(pages.router)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Callable[[Request], object]) -> Response:

@@ -13,6 +13,7 @@ from capsearch.events import EventBus
 from capsearch.ml.base import Model
 from capsearch.services.images import ImageService
 from capsearch.storage import ContentStore
+from capsearch.ws.uploads import UploadRegistry
 
 
 @dataclass
@@ -25,3 +26,4 @@ class AppState:
     captioner: Model[PILImage.Image, str]
     caption_batcher: Batcher[PILImage.Image, str]
     images: ImageService
+    uploads: UploadRegistry

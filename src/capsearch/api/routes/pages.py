@@ -1,0 +1,89 @@
+"""The HTML page and its static assets.
+
+`/static/*` serves `web/static` (a fixed set of file types); `/static/vendor/*` serves an explicit
+allow-list of files from `web/node_modules` (installed by `npm ci --prefix web`, which `make run`,
+`make demo` and `make test` do), so htmx is never copied into the repository.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, Response
+
+from capsearch.api.deps import ImageServiceDep, SettingsDep
+from capsearch.api.schemas import ImageOut
+from capsearch.templating import templates, web_dir
+
+router = APIRouter(include_in_schema=False)
+
+COLLECTION_PAGE_SIZE = 48
+
+# URL name under /static/vendor/ → path inside web/node_modules. Nothing else there is served.
+VENDOR_FILES: dict[str, str] = {
+    "htmx.min.js": "htmx.org/dist/htmx.min.js",
+    "ws.js": "htmx-ext-ws/ws.js",
+}
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; "
+    "form-action 'self'"
+)
+
+TYPE_NAMES = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WebP", "image/gif": "GIF"}
+
+
+def human_types(mimes: list[str]) -> str:
+    """["image/jpeg", "image/png", "image/webp"] → "JPEG, PNG or WebP"."""
+    names = [TYPE_NAMES.get(m, m.split("/")[-1].upper()) for m in mimes]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def human_bytes(n: int) -> str:
+    mb = n / (1024 * 1024)
+    return f"{mb:.0f} MB" if mb >= 1 and mb == int(mb) else (f"{mb:.1f} MB" if mb >= 1 else f"{n // 1024} KB")
+
+
+@router.get("/", response_class=HTMLResponse)
+async def index(request: Request, settings: SettingsDep, images: ImageServiceDep) -> Response:
+    items, total = await images.page(COLLECTION_PAGE_SIZE, None)
+    limits = settings.limits
+    response = templates().TemplateResponse(
+        request,
+        "index.html",
+        {
+            "images": [ImageOut.of(i).model_dump(mode="json") for i in items],
+            "total": total,
+            "limits": {
+                "max_bytes": limits.max_image_bytes,
+                "types": limits.allowed_types,
+                "text": f"{human_types(limits.allowed_types)}, up to {human_bytes(limits.max_image_bytes)}",
+            },
+            "max_parallel": settings.uploads.max_parallel,
+        },
+    )
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.get("/static/vendor/{name}")
+async def vendor(name: str) -> FileResponse:
+    rel = VENDOR_FILES.get(name)
+    path = web_dir() / "node_modules" / rel if rel else None
+    if path is None or not path.is_file():
+        raise HTTPException(404, f"No vendor file {name!r}; run `npm ci --prefix web` (make does it).")
+    return FileResponse(path, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
+
+STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png"}
+
+
+@router.get("/static/{path:path}")
+async def static(path: str) -> FileResponse:
+    root = (web_dir() / "static").resolve()
+    file = (root / path).resolve()
+    if not file.is_relative_to(root) or not file.is_file() or file.suffix not in STATIC_TYPES:
+        raise HTTPException(404, "Not found.")
+    return FileResponse(file, media_type=STATIC_TYPES[file.suffix], headers={"Cache-Control": "no-cache"})

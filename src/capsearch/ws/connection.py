@@ -1,0 +1,202 @@
+"""One page's `/ws` socket: messages in, acks and HTML fragments out (docs/protocol.md).
+
+Messages are read and handled in order; everything sent goes through one bounded outbox drained by a
+single writer task, so concurrent senders (the read loop, finishing uploads, the live feed, the
+sweeper) never interleave frames, and a page that reads slowly only slows itself down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.websockets import WebSocket
+
+from capsearch.db.models import Image
+from capsearch.errors import NotFoundError
+from capsearch.events import Event
+from capsearch.state import AppState
+from capsearch.ws import fragments
+from capsearch.ws.messages import (
+    ClientMessage,
+    ErrorOut,
+    Fragment,
+    Ping,
+    Pong,
+    ProtocolError,
+    ServerMessage,
+    UploadCancel,
+    UploadEnd,
+    UploadResume,
+    UploadStart,
+    parse_chunk,
+    parse_text,
+)
+from capsearch.ws.upload_handler import UploadHandler
+
+log = logging.getLogger(__name__)
+
+NORMAL_CLOSE = frozenset({1000, 1001})  # the page closed or navigated away on purpose
+OUTBOX_SIZE = 64
+CLOSE_FLUSH_S = 5.0
+# Private event kind: asks this socket's feed to send an upload's status card now.
+_WATCH = "ws.watch"
+
+
+@dataclass(frozen=True)
+class _Close:
+    code: int
+    reason: str
+
+
+class Connection:
+    def __init__(self, websocket: WebSocket, state: AppState) -> None:
+        self.ws = websocket
+        self.state = state
+        self._id = f"ws-{uuid.uuid4().hex}"
+        self._outbox: asyncio.Queue[str | _Close] = asyncio.Queue(OUTBOX_SIZE)
+        self._watch: dict[int, set[str]] = {}  # image id → upload ids whose status card follows it
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self.uploads = UploadHandler(self, state)
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    async def serve(self) -> None:
+        # Subscribed before accepting, so no image update between accept and the feed starting is lost.
+        async with self.state.events.subscribe() as events:
+            self._events = events
+            await self.ws.accept()
+            self._writer = asyncio.create_task(self._write_loop())
+            feed = self.spawn(self._feed())
+            code = 1006
+            try:
+                code = await self._read_loop()
+            finally:
+                # Shielded: a server shutting down cancels us, but the clean-up must still happen.
+                await asyncio.shield(self._shutdown(code, feed))
+
+    # ---- sending ------------------------------------------------------------------------------
+
+    async def send(self, message: ServerMessage) -> None:
+        await self._outbox.put(message.dump())
+
+    async def _write_loop(self) -> None:
+        while True:
+            item = await self._outbox.get()
+            try:
+                if isinstance(item, _Close):
+                    await self.ws.close(item.code, item.reason)
+                    return
+                await self.ws.send_text(item)
+            except Exception:  # the page is gone; the read loop sees the disconnect and cleans up
+                log.debug("sending on %s failed", self._id, exc_info=True)
+                return
+
+    async def _close(self, code: int, reason: str) -> None:
+        await self._outbox.put(_Close(code, reason))
+        if self._writer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._writer), CLOSE_FLUSH_S)
+
+    # ---- receiving ----------------------------------------------------------------------------
+
+    async def _read_loop(self) -> int:
+        """Handle messages until the page goes away; returns the close code."""
+        limit = self.state.settings.uploads.max_message_bytes
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return int(message.get("code") or 1005)
+            data: bytes | None = message.get("bytes")
+            text: str | None = message.get("text")
+            size = len(data) if data is not None else len(text.encode()) if text is not None else 0
+            if size > limit:
+                await self._close(1009, f"Messages may be at most {limit} bytes.")
+                return 1009
+            try:
+                if data is not None:
+                    await self.uploads.chunk(parse_chunk(data))
+                elif text is not None:
+                    await self._on_message(parse_text(text))
+            except ProtocolError as e:
+                await self.send(ErrorOut(code=e.code, detail=e.detail, id=e.upload_id))
+
+    async def _on_message(self, message: ClientMessage) -> None:
+        if isinstance(message, Ping):
+            await self.send(Pong())
+        elif isinstance(message, UploadStart):
+            await self.uploads.start(message)
+        elif isinstance(message, UploadResume):
+            await self.uploads.resume(message)
+        elif isinstance(message, UploadEnd):
+            await self.uploads.end(message)
+        elif isinstance(message, UploadCancel):
+            await self.uploads.cancel(message)
+
+    # ---- live feed ----------------------------------------------------------------------------
+
+    def watch(self, image_id: int, upload_id: str) -> None:
+        """From now on, send the upload's status card whenever the image changes stage."""
+        self._watch.setdefault(image_id, set()).add(upload_id)
+        # Through the feed rather than sent from here, so status cards keep the feed's order.
+        if self._events.full():  # same drop-oldest rule as the bus: its publishers share the queue
+            self._events.get_nowait()
+        self._events.put_nowait(Event(_WATCH, {"id": image_id}))
+
+    async def _feed(self) -> None:
+        while True:
+            event = await self._events.get()
+            if event.kind not in ("image.updated", _WATCH):
+                continue
+            try:
+                image = await self.state.images.get(int(event.payload["id"]))
+            except NotFoundError:
+                continue
+            try:
+                if event.kind == "image.updated":
+                    await self.send(Fragment(html=fragments.image_card(image)))
+                await self._send_status_cards(image)
+            except Exception:  # one broken render must not end this page's live updates
+                log.exception("rendering the update of image %s failed", image.id)
+
+    async def _send_status_cards(self, image: Image) -> None:
+        # Rendered from the row as read now, in the feed's order: a card never goes back a stage.
+        upload_ids = self._watch.get(image.id)
+        if not upload_ids:
+            return
+        for upload_id in sorted(upload_ids):
+            await self.send(Fragment(html=fragments.upload_status_of(upload_id, image)))
+        if fragments.STAGE_BY_STATUS[image.status] in fragments.FINAL_STAGES:
+            del self._watch[image.id]
+
+    # ---- tasks and clean-up -----------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _shutdown(self, code: int, feed: asyncio.Task[None]) -> None:
+        tasks = [*self._tasks, feed]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        normal = code in NORMAL_CLOSE
+        await self.uploads.close(normal=normal)
+        if normal:
+            moved = self.state.images.release_owner(self._id)
+            if moved:
+                log.info("page closed: %d queued caption(s) moved to background priority", moved)
+        if self._writer is not None:
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)

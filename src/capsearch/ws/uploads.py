@@ -1,0 +1,250 @@
+"""Partial uploads from the page's WebSocket, kept on disk and keyed by the client's upload id.
+
+Keying by upload id rather than by socket is what lets a page that lost its connection resume on a
+new one. Bytes go straight to one temp file per upload and the sha256 is updated as they arrive, so
+memory holds at most one chunk per upload until `upload.end`. Every file operation runs in a worker
+thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from capsearch.config import UploadSettings
+from capsearch.errors import CapsearchError
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
+
+log = logging.getLogger(__name__)
+
+
+class UploadOwner(Protocol):
+    """The connection an upload's bytes arrive on; told when the registry takes an upload away."""
+
+    @property
+    def id(self) -> str: ...
+
+    def upload_failed(self, upload_id: str, code: str, detail: str) -> None: ...
+
+    def upload_moved(self, upload_id: str) -> None: ...
+
+
+class UploadError(CapsearchError):
+    """A chunk or an `upload.end` that cannot be accepted; `offset` is set for `bad_offset`."""
+
+    def __init__(self, code: str, message: str, offset: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.offset = offset
+
+
+@dataclass(eq=False)
+class PartialUpload:
+    id: str
+    name: str
+    size: int
+    mime: str
+    path: Path
+    owner: UploadOwner | None  # None while no socket holds it (dropped, waiting to be resumed)
+    touched: float  # monotonic time of the last sign of life: start, resume, chunk or drop
+    offset: int = 0  # bytes written and acknowledged
+    finishing: bool = False  # upload.end is being processed; no more bytes, no resume
+    hasher: _Hash = field(default_factory=hashlib.sha256)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    stalled: int
+    expired: int
+
+
+class UploadRegistry:
+    def __init__(self, settings: UploadSettings, directory: Path) -> None:
+        self.settings = settings
+        self.directory = directory
+        self._uploads: dict[str, PartialUpload] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Delete partials a previous process left behind, then start the sweeper."""
+        removed = await asyncio.to_thread(_empty_directory, self.directory)
+        if removed:
+            log.info("deleted %d partial upload(s) left by a previous run", removed)
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="upload-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        # A new process could not resume them: their running hashes die with this one.
+        uploads, self._uploads = list(self._uploads.values()), {}
+        await asyncio.to_thread(_unlink_all, [u.path for u in uploads])
+
+    @property
+    def sweep_interval(self) -> float:
+        return min(max(min(self.settings.stall_timeout_s, self.settings.partial_ttl_s) / 4, 0.05), 15.0)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                await self.sweep()
+            except Exception:  # the sweeper must outlive one bad pass (a full disk, say)
+                log.exception("sweeping partial uploads failed")
+
+    # ---- uploads ------------------------------------------------------------------------------
+
+    def get(self, upload_id: str) -> PartialUpload | None:
+        return self._uploads.get(upload_id)
+
+    def __len__(self) -> int:
+        return len(self._uploads)
+
+    async def create(
+        self, upload_id: str, *, name: str, size: int, mime: str, owner: UploadOwner
+    ) -> PartialUpload:
+        if upload_id in self._uploads:
+            raise UploadError("duplicate_upload_id", "Another upload already uses this id; pick a new one.")
+        upload = PartialUpload(
+            id=upload_id,
+            name=name,
+            size=size,
+            mime=mime,
+            path=self.directory / f"{upload_id}.part",  # ids are [A-Za-z0-9_-]{8,64}: safe as a name
+            owner=owner,
+            touched=time.monotonic(),
+        )
+        # Registered before the await so a second start with the same id is refused meanwhile.
+        self._uploads[upload_id] = upload
+        try:
+            await asyncio.to_thread(upload.path.write_bytes, b"")
+        except BaseException:
+            self._uploads.pop(upload_id, None)
+            raise
+        return upload
+
+    def claim(self, upload_id: str, owner: UploadOwner) -> PartialUpload:
+        """Hand an upload to the socket that resumes it (a dropped socket may not know it died yet)."""
+        upload = self._uploads.get(upload_id)
+        if upload is None or upload.finishing:
+            raise UploadError(
+                "unknown_upload", "This upload is not known to the server (it expired or never started)."
+            )
+        previous, upload.owner = upload.owner, owner
+        upload.touched = time.monotonic()
+        if previous is not None and previous is not owner:
+            previous.upload_moved(upload_id)
+        return upload
+
+    async def write(self, upload: PartialUpload, offset: int, payload: bytes) -> int:
+        """Append one chunk at the acknowledged offset; returns the new offset."""
+        async with upload.lock:
+            if self._uploads.get(upload.id) is not upload or upload.finishing:
+                raise UploadError("binary_without_upload", "This upload is no longer in progress.")
+            if offset != upload.offset:
+                raise UploadError(
+                    "bad_offset",
+                    f"This chunk starts at byte {offset:,}; the next chunk must start at {upload.offset:,}.",
+                    offset=upload.offset,
+                )
+            if offset + len(payload) > upload.size:
+                raise UploadError(
+                    "past_declared_size",
+                    f"This chunk goes past the declared size of {upload.size:,} bytes.",
+                )
+            await asyncio.to_thread(_append, upload, payload)
+            upload.offset += len(payload)
+            upload.touched = time.monotonic()
+            return upload.offset
+
+    async def complete(self, upload: PartialUpload, sha256: str) -> bytes:
+        """Check the length and hash of a finished upload, then read its bytes for intake."""
+        async with upload.lock:
+            if upload.offset != upload.size:
+                raise UploadError(
+                    "length_mismatch",
+                    f"The upload ended after {upload.offset:,} of the {upload.size:,} bytes it declared.",
+                )
+            if upload.hasher.hexdigest() != sha256.lower():
+                raise UploadError(
+                    "sha256_mismatch", "The file arrived damaged (its sha256 does not match); send it again."
+                )
+            data = await asyncio.to_thread(upload.path.read_bytes)
+        if len(data) != upload.size:  # the temp file was tampered with or truncated under us
+            raise UploadError("length_mismatch", "The stored upload is incomplete; send it again.")
+        return data
+
+    async def discard(self, upload: PartialUpload) -> None:
+        if self._uploads.get(upload.id) is upload:
+            del self._uploads[upload.id]
+        await asyncio.to_thread(upload.path.unlink, missing_ok=True)
+
+    def detach(self, uploads: list[PartialUpload], owner: UploadOwner) -> None:
+        """The socket dropped: keep these uploads for a resume until the TTL runs out."""
+        now = time.monotonic()
+        for upload in uploads:
+            if upload.owner is owner:
+                upload.owner, upload.touched = None, now
+
+    async def sweep(self, now: float | None = None) -> SweepResult:
+        """Fail uploads stalled on a live socket and delete partials nobody resumed in time."""
+        now = time.monotonic() if now is None else now
+        stalled: list[PartialUpload] = []
+        expired: list[PartialUpload] = []
+        for upload in list(self._uploads.values()):
+            if upload.finishing or upload.lock.locked():
+                continue  # being written or ingested right now: alive by definition
+            idle = now - upload.touched
+            if upload.owner is not None and idle > self.settings.stall_timeout_s:
+                stalled.append(upload)
+            elif upload.owner is None and idle > self.settings.partial_ttl_s:
+                expired.append(upload)
+        for upload in (*stalled, *expired):
+            del self._uploads[upload.id]
+        if stalled or expired:
+            await asyncio.to_thread(_unlink_all, [u.path for u in (*stalled, *expired)])
+        wait = round(self.settings.stall_timeout_s)
+        for upload in stalled:
+            if upload.owner is not None:
+                upload.owner.upload_failed(
+                    upload.id,
+                    "stalled",
+                    f"No data arrived for this upload for {wait} seconds; it was stopped.",
+                )
+        return SweepResult(stalled=len(stalled), expired=len(expired))
+
+
+def _append(upload: PartialUpload, payload: bytes) -> None:
+    with upload.path.open("ab") as f:
+        f.write(payload)
+    upload.hasher.update(payload)
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for p in paths:
+        p.unlink(missing_ok=True)
+
+
+def _empty_directory(directory: Path) -> int:
+    directory.mkdir(parents=True, exist_ok=True)
+    removed = 0
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed += 1
+    return removed

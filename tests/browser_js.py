@@ -1,0 +1,64 @@
+"""JavaScript the browser test runs in the page. Pass functions, not bare expressions: Playwright evals
+expressions, which the page's CSP (no unsafe-eval) refuses. Init scripts are not subject to the CSP."""
+
+# Runs before the page's scripts (init scripts are not subject to the page's CSP): logs what goes over
+# the socket, can hold back binary frames, and can drop the connection the way a network does.
+SOCKET_PROBE_JS = """
+(() => {
+  const log = window.__wsLog = [];
+  window.__binaryBudget = Infinity;
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) {
+    window.__socket = this;
+    if (typeof data === 'string') {
+      log.push(['out', JSON.parse(data)]);
+    } else {
+      if (window.__binaryBudget <= 0) return;  // lost on the way
+      window.__binaryBudget--;
+    }
+    return send.call(this, data);
+  };
+  document.addEventListener('capsearch:message', (e) => log.push(['in', e.detail]));
+  window.__dropSocket = () => {
+    const s = window.__socket, onclose = s.onclose;
+    s.onclose = null;
+    s.close(4000, 'test: connection lost');  // not 1000/1001, so the server keeps the partials
+    onclose.call(s, new CloseEvent('close', { code: 1006 }));  // what ws.js sees on a lost network
+  };
+})();
+"""
+
+MAX_IN_PROGRESS_JS = """
+() => {
+  const active = new Set();
+  let most = 0;
+  for (const [dir, m] of window.__wsLog) {
+    if (dir === 'out' && m.type === 'upload.start') active.add(m.id);
+    if (dir === 'in' && (m.type === 'upload.done' || m.type === 'upload.rejected')) active.delete(m.id);
+    most = Math.max(most, active.size);
+  }
+  return most;
+}
+"""
+
+DROP_JS = """
+async ([b64, name, type]) => {
+  const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+  const dt = new DataTransfer();
+  dt.items.add(new File([bytes], name, { type }));
+  const zone = document.getElementById('dropzone');
+  for (const kind of ['dragenter', 'dragover', 'drop']) {
+    zone.dispatchEvent(new DragEvent(kind, { dataTransfer: dt, bubbles: true, cancelable: true }));
+  }
+}
+"""
+
+ALL_DONE_JS = """
+(n) => {
+  const cards = [...document.querySelectorAll('#uploads .upload')];
+  return cards.length === n && cards.every(c =>
+    c.querySelector('progress').value === 100 &&
+    c.querySelector('.card-status').dataset.stage === 'done' &&
+    c.querySelector('.card-status .caption')?.textContent.trim());
+}
+"""

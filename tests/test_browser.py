@@ -1,0 +1,255 @@
+"""The live page in a real Chromium: drop photos, watch them upload and get captioned, reload.
+
+Needs Debian's /usr/bin/chromium and the `playwright` Python package (no Playwright browser
+download). The app runs in a real uvicorn server on a free port with the tiny models. Screenshots go
+to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import warnings
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from PIL import Image as PILImage
+
+from tests.browser_js import ALL_DONE_JS, DROP_JS, MAX_IN_PROGRESS_JS, SOCKET_PROBE_JS
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+PIP_DOWNLOAD = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
+PHOTO_NAMES = ["chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install chromium"),
+]
+async_playwright: Any = pytest.importorskip(
+    "playwright.async_api", reason="needs the playwright package: pip install playwright"
+).async_playwright
+
+
+def real_photos() -> list[Path]:
+    """Public-domain sample photos from the scikit-image wheel (its data README lists them), cached."""
+    cache = ARTIFACTS / "photos"
+    paths = [cache / n for n in PHOTO_NAMES]
+    if all(p.is_file() for p in paths):
+        return paths
+    cache.mkdir(parents=True, exist_ok=True)
+    download = cache / "wheel"
+    try:
+        subprocess.run(
+            [*PIP_DOWNLOAD, "scikit-image", "-d", str(download)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        wheel = next(download.glob("scikit_image-*.whl"))
+        with zipfile.ZipFile(wheel) as z:
+            for p in paths:
+                p.write_bytes(z.read(f"skimage/data/{p.name}"))
+    except (subprocess.SubprocessError, StopIteration, KeyError, OSError) as e:
+        warnings.warn(f"no real photos ({e}); using generated images instead", stacklevel=1)
+        return generated_photos(cache)
+    finally:
+        shutil.rmtree(download, ignore_errors=True)
+    return paths
+
+
+def generated_photos(folder: Path) -> list[Path]:
+    out = []
+    for i in range(len(PHOTO_NAMES)):
+        rnd = random.Random(i)
+        img = PILImage.linear_gradient("L").resize((512, 384)).convert("RGB")
+        for _ in range(20):
+            x, y = rnd.randrange(512), rnd.randrange(384)
+            img.paste(tuple(rnd.randrange(256) for _ in range(3)), (x, y, x + 60, y + 60))
+        path = folder / f"generated-{i}.jpg"
+        img.save(path, "JPEG", quality=90)
+        out.append(path)
+    return out
+
+
+def noise_jpeg(path: Path, min_bytes: int) -> Path:
+    """A real JPEG over the size limit: noise does not compress."""
+    side = 1400
+    while True:
+        rnd = random.Random(side)
+        img = PILImage.frombytes("RGB", (side, side), rnd.randbytes(side * side * 3))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=95)
+        if buf.tell() > min_bytes:
+            path.write_bytes(buf.getvalue())
+            return path
+        side += 400
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def server(app: FastAPI) -> AsyncIterator[str]:
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, name="uvicorn", daemon=True)
+    thread.start()
+    for _ in range(600):
+        if srv.started or not thread.is_alive():
+            break
+        await asyncio.sleep(0.1)
+    assert srv.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    await asyncio.to_thread(thread.join, 30)
+
+
+async def test_drop_photos_watch_captions_and_reload(server: str, tmp_path: Path) -> None:
+    photos = real_photos()
+    oversize = noise_jpeg(tmp_path / "too-big.jpg", 5 * 1024 * 1024 + 1)
+    ARTIFACTS.mkdir(exist_ok=True)
+    problems: list[str] = []
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on(
+                "console",
+                lambda m: problems.append(m.text) if m.type == "error" else None,
+            )
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            await page.add_init_script(SOCKET_PROBE_JS)
+            await page.goto(server + "/")
+            await page.wait_for_selector('#connection[data-state="open"]', timeout=15_000)
+
+            # Three through the file picker (the keyboard-usable path), one by real drag-and-drop.
+            await page.set_input_files("#file-input", [str(p) for p in photos[:3]])
+            dropped = photos[3]
+            mime = "image/png" if dropped.suffix == ".png" else "image/jpeg"
+            await page.evaluate(
+                DROP_JS, [base64.b64encode(dropped.read_bytes()).decode(), dropped.name, mime]
+            )
+            await page.wait_for_function(ALL_DONE_JS, arg=4, timeout=60_000)
+            names = await page.locator("#uploads .upload-name").all_inner_texts()
+            assert sorted(names) == sorted(p.name for p in photos)
+            assert await page.locator("#collection .card[data-stage=done]").count() == 4
+            assert 1 <= await page.evaluate(MAX_IN_PROGRESS_JS) <= 3
+            # Stage changes are read out by screen readers through the aria-live announcer.
+            await page.wait_for_function(
+                "() => document.getElementById('announcer').textContent.includes(': Done.')", timeout=5_000
+            )
+            await page.screenshot(path=str(ARTIFACTS / "browser-uploads.png"), full_page=True)
+
+            # A reload loses nothing: the collection is rendered by the server.
+            await page.reload()
+            await page.wait_for_selector('#connection[data-state="open"]', timeout=15_000)
+            cards = page.locator("#collection .card")
+            assert await cards.count() == 4
+            assert await page.locator("#collection .card[data-stage=done] .caption").count() == 4
+            assert await page.locator("#uploads .upload").count() == 0
+            alts = await page.locator("#collection .card img").evaluate_all("els => els.map(e => e.alt)")
+            captions = await page.locator("#collection .card .caption").evaluate_all(
+                "els => els.map(e => e.textContent)"
+            )
+            assert [a.strip() for a in alts] == [c.strip() for c in captions]
+            loaded = await page.locator("#collection .card img").evaluate_all(
+                "els => els.every(e => e.complete && e.naturalWidth > 0)"
+            )
+            assert loaded, "every thumbnail loads"
+
+            # Too big: refused in the page, before a byte is sent, with a clear message.
+            await page.set_input_files("#file-input", str(oversize))
+            failed = page.locator('#uploads .upload[data-stage="failed"]')
+            await failed.wait_for(timeout=5_000)
+            detail = await failed.locator(".error-detail").inner_text()
+            assert "too-big.jpg" in detail and "5 MB" in detail
+            assert await page.locator("#toasts .toast-error", has_text="too-big.jpg").count() == 1
+            assert await page.locator("#collection .card").count() == 4
+
+            await page.screenshot(path=str(ARTIFACTS / "browser-final.png"), full_page=True)
+            # Keyboard: skip link, home link, then the file picker, with a visible focus ring.
+            await page.locator("body").focus()
+            for _ in range(3):
+                await page.keyboard.press("Tab")
+            assert await page.evaluate("() => document.activeElement.id") == "file-input"
+            await page.locator("#dropzone").screenshot(path=str(ARTIFACTS / "browser-focus.png"))
+            await page.set_viewport_size({"width": 390, "height": 844})
+            await page.screenshot(path=str(ARTIFACTS / "browser-mobile.png"), full_page=True)
+            await page.emulate_media(color_scheme="dark")
+            await page.screenshot(path=str(ARTIFACTS / "browser-dark.png"), full_page=True)
+        finally:
+            await browser.close()
+
+    assert not problems, f"browser console errors: {problems}"
+
+
+async def test_upload_resumes_after_the_connection_drops(server: str, tmp_path: Path) -> None:
+    files = []
+    for i in range(4):  # about 1.2 MB each: ten 128 KiB chunks, more than one window
+        img = PILImage.frombytes("RGB", (1000, 1000), random.Random(100 + i).randbytes(1000 * 1000 * 3))
+        img.save(tmp_path / f"noise-{i}.jpg", "JPEG", quality=95)
+        files.append(str(tmp_path / f"noise-{i}.jpg"))
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.add_init_script(SOCKET_PROBE_JS)
+            await page.goto(server + "/")
+            await page.wait_for_selector('#connection[data-state="open"]', timeout=15_000)
+
+            # Only 6 binary frames get through; the rest vanish as on a dying network.
+            await page.evaluate("() => { window.__binaryBudget = 6; }")
+            await page.set_input_files("#file-input", files)
+            await page.wait_for_function(
+                "() => window.__wsLog.filter(([d, m]) => d === 'in' && m.type === 'upload.ack').length === 6",
+                timeout=15_000,
+            )
+            # Three uploads in progress at most; the fourth waits in the page.
+            assert await page.locator('#uploads .card-status[data-stage="uploading"]').count() == 3
+            assert await page.locator('#uploads .card-status[data-stage="waiting"]').count() == 1
+            acked = await page.evaluate(
+                "() => Math.max(...window.__wsLog.filter(([d, m]) => d === 'in' && m.type === 'upload.ack')"
+                ".map(([, m]) => m.offset))"
+            )
+            assert acked == 6 * 128 * 1024
+
+            await page.evaluate("() => { window.__binaryBudget = Infinity; window.__dropSocket(); }")
+            await page.wait_for_function(ALL_DONE_JS, arg=4, timeout=60_000)
+
+            log = await page.evaluate("() => window.__wsLog")
+            resumed = [m["id"] for d, m in log if d == "out" and m["type"] == "upload.resume"]
+            assert len(resumed) == 3
+            after = log[next(i for i, (d, m) in enumerate(log) if m["type"] == "upload.resume") :]
+            offsets = [m["offset"] for d, m in after if d == "in" and m["type"] == "upload.accepted"]
+            assert acked in offsets, f"the server kept the acknowledged bytes: {offsets}"
+            assert not [m for d, m in log if d == "in" and m["type"] in ("upload.rejected", "error")]
+        finally:
+            await browser.close()

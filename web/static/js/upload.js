@@ -1,0 +1,455 @@
+/*
+ * capsearch uploads: capture files (picker, drag-and-drop, paste), stream them over the page's
+ * WebSocket in chunks (docs/protocol.md), draw progress. Everything the server says about a file
+ * after its bytes are in arrives as HTML fragments (capsearch-ws.js); control messages arrive here
+ * as `capsearch:message` events.
+ *
+ * Per file: a card in #uploads with a local preview, a <progress>, and a status line
+ * `#upload-<id>-status` that the server's fragments replace (queued → captioning → done | failed).
+ * At most `data-max-parallel` uploads are in progress at once; each keeps at most `window` chunks
+ * unacknowledged. After a reconnect unfinished uploads are resumed from the server's offset.
+ */
+(function () {
+  'use strict';
+
+  var zone = document.getElementById('dropzone');
+  var list = document.getElementById('uploads');
+  if (!zone || !list) return;
+  var input = document.getElementById('file-input');
+  var toasts = document.getElementById('toasts');
+  var announcer = document.getElementById('announcer');
+  var conn = document.getElementById('connection');
+
+  var MAX_BYTES = parseInt(zone.getAttribute('data-max-bytes'), 10);
+  var TYPES = (zone.getAttribute('data-types') || '').split(',');
+  var LIMIT_TEXT = zone.getAttribute('data-limit-text') || '';
+  var MAX_PARALLEL = parseInt(zone.getAttribute('data-max-parallel'), 10) || 3;
+  var ACTIVE = { starting: 1, sending: 1, ending: 1 };
+  var LABELS = { waiting: 'Waiting', uploading: 'Uploading', failed: 'Failed' };
+
+  var socket = null; // ws.js wrapper's public interface
+  var open = false;
+  var uploads = new Map(); // id → upload
+  var waiting = []; // uploads not started yet, first in first out
+  var encoder = new TextEncoder();
+
+  // ---- small helpers ------------------------------------------------------------------------
+
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  function newId() {
+    var b = new Uint8Array(12);
+    crypto.getRandomValues(b);
+    return 'u' + Array.prototype.map.call(b, function (x) { return x.toString(16).padStart(2, '0'); }).join('');
+  }
+
+  function humanSize(n) {
+    var mb = n / (1024 * 1024);
+    if (mb >= 1) return (Number.isInteger(mb) ? mb : mb.toFixed(1)) + ' MB';
+    if (n >= 1024) return Math.round(n / 1024) + ' KB';
+    return n + ' B';
+  }
+
+  function announce(text) {
+    announcer.textContent = '';
+    window.setTimeout(function () { announcer.textContent = text; }, 50);
+  }
+
+  function toast(level, message) {
+    var t = el('div', 'toast toast-' + level);
+    t.setAttribute('role', 'alert');
+    t.appendChild(el('span', 'toast-message', message));
+    var close = el('button', 'toast-close', '×');
+    close.type = 'button';
+    close.setAttribute('aria-label', 'Dismiss');
+    t.appendChild(close);
+    toasts.appendChild(t);
+  }
+
+  function send(obj) {
+    if (socket && open) socket.send(typeof obj === 'string' || obj instanceof ArrayBuffer ? obj : JSON.stringify(obj));
+  }
+
+  function sha256Hex(bytes) {
+    if (window.crypto && crypto.subtle) {
+      return crypto.subtle.digest('SHA-256', bytes).then(function (d) {
+        return Array.prototype.map.call(new Uint8Array(d), function (x) { return x.toString(16).padStart(2, '0'); }).join('');
+      });
+    }
+    return Promise.resolve(window.capsearchSha256(bytes)); // plain-http origins have no crypto.subtle
+  }
+
+  // ---- cards --------------------------------------------------------------------------------
+
+  function makeCard(u, objectUrl) {
+    var li = el('li', 'upload');
+    li.id = 'upload-' + u.id;
+    li.setAttribute('data-stage', 'waiting');
+    var thumb = el('div', 'upload-thumb');
+    if (objectUrl) {
+      var img = el('img');
+      img.src = objectUrl;
+      img.alt = '';
+      thumb.appendChild(img);
+    }
+    li.appendChild(thumb);
+    var info = el('div', 'upload-info');
+    var head = el('div', 'upload-head');
+    var name = el('span', 'upload-name', u.name);
+    name.title = u.name;
+    head.appendChild(name);
+    head.appendChild(el('span', 'upload-size', humanSize(u.size)));
+    info.appendChild(head);
+    var bar = el('div', 'upload-bar');
+    u.progress = el('progress', 'upload-progress');
+    u.progress.max = 100;
+    u.progress.value = 0;
+    u.progress.setAttribute('aria-label', 'Upload progress of ' + u.name);
+    bar.appendChild(u.progress);
+    u.pct = el('span', 'upload-pct', '0%');
+    bar.appendChild(u.pct);
+    info.appendChild(bar);
+    var status = el('div', 'card-status');
+    status.id = 'upload-' + u.id + '-status';
+    info.appendChild(status);
+    li.appendChild(info);
+    u.button = el('button', 'upload-cancel', '×');
+    u.button.type = 'button';
+    u.button.setAttribute('aria-label', 'Cancel upload of ' + u.name);
+    li.appendChild(u.button);
+    u.card = li;
+    u.objectUrl = objectUrl;
+    list.insertBefore(li, list.firstChild);
+  }
+
+  function statusEl(u) {
+    return document.getElementById('upload-' + u.id + '-status');
+  }
+
+  // The page draws the status line only until the server takes over (or to show a failure).
+  function drawStage(u, stage, detail) {
+    var s = statusEl(u);
+    if (!s) return;
+    var current = s.getAttribute('data-stage');
+    if (stage !== 'failed' && current && !(current in { waiting: 1, uploading: 1 })) return;
+    if (stage === 'failed' && current === 'failed') return;
+    s.setAttribute('data-stage', stage);
+    s.textContent = '';
+    s.appendChild(el('span', 'stage-badge stage-' + stage, LABELS[stage] || stage));
+    if (detail) s.appendChild(el('p', 'error-detail', detail));
+    syncStage(u);
+  }
+
+  function drawProgress(u, bytes) {
+    var pct = u.size ? Math.min(100, Math.floor((bytes / u.size) * 100)) : 100;
+    u.progress.value = pct;
+    u.pct.textContent = pct + '%';
+  }
+
+  function syncStage(u) {
+    var s = statusEl(u);
+    var stage = s ? s.getAttribute('data-stage') : null;
+    if (!stage || stage === u.lastStage) return;
+    u.lastStage = stage;
+    u.card.setAttribute('data-stage', stage);
+    if (stage === 'done' || stage === 'failed' || u.state === 'finished') {
+      u.button.setAttribute('aria-label', 'Remove ' + u.name + ' from this list');
+    }
+    if (stage === 'waiting' || stage === 'uploading') return;
+    var extra = s.querySelector('.caption, .error-detail');
+    var label = s.querySelector('.stage-badge');
+    announce(u.name + ': ' + (label ? label.textContent : stage) + (extra ? '. ' + extra.textContent : ''));
+  }
+
+  // ---- the upload flow ----------------------------------------------------------------------
+
+  function check(file) {
+    if (TYPES.indexOf(file.type) < 0) {
+      return file.name + ' is not a supported image (' + LIMIT_TEXT + ').';
+    }
+    if (file.size === 0) return file.name + ' is empty.';
+    if (file.size > MAX_BYTES) {
+      return file.name + ' is ' + humanSize(file.size) + '; the limit is ' + humanSize(MAX_BYTES) + '.';
+    }
+    return null;
+  }
+
+  function addFiles(files) {
+    Array.prototype.forEach.call(files, function (file) {
+      var u = { id: newId(), file: file, name: file.name || 'pasted image', size: file.size, mime: file.type };
+      var problem = check(file);
+      // A local preview only: nothing is sent for a refused file.
+      makeCard(u, TYPES.indexOf(file.type) >= 0 ? URL.createObjectURL(file) : null);
+      uploads.set(u.id, u);
+      if (problem) {
+        u.state = 'failed';
+        u.card.classList.add('never-sent');
+        drawStage(u, 'failed', problem);
+        toast('error', problem);
+        return;
+      }
+      u.state = 'waiting';
+      drawStage(u, 'waiting');
+      waiting.push(u);
+    });
+    next();
+  }
+
+  function activeCount() {
+    var n = 0;
+    uploads.forEach(function (u) { if (u.state in ACTIVE) n++; });
+    return n;
+  }
+
+  function next() {
+    while (waiting.length && activeCount() < MAX_PARALLEL) start(waiting.shift());
+  }
+
+  function start(u) {
+    u.state = 'starting';
+    drawStage(u, 'uploading');
+    u.file.arrayBuffer().then(function (buf) {
+      u.bytes = new Uint8Array(buf);
+      u.hash = sha256Hex(u.bytes);
+      if (u.state === 'starting') sendStart(u);
+    }, function () {
+      fail(u, 'The browser could not read ' + u.name + '.');
+    });
+  }
+
+  function sendStart(u) {
+    if (!open) return; // sent by onOpen
+    u.startSent = true;
+    u.resuming = false;
+    send({ type: 'upload.start', id: u.id, name: u.name, size: u.size, mime: u.mime });
+  }
+
+  function frame(u, from, to) {
+    var id = encoder.encode(u.id);
+    var buf = new Uint8Array(2 + id.length + 8 + (to - from));
+    buf[0] = 0x01;
+    buf[1] = id.length;
+    buf.set(id, 2);
+    new DataView(buf.buffer).setBigUint64(2 + id.length, BigInt(from), false);
+    buf.set(u.bytes.subarray(from, to), 10 + id.length);
+    return buf.buffer;
+  }
+
+  function pump(u) {
+    if (!open || u.state !== 'sending') return;
+    while (u.pending.length < u.window && u.sent < u.size) {
+      var to = Math.min(u.sent + u.chunkSize, u.size);
+      send(frame(u, u.sent, to));
+      u.pending.push(to);
+      u.sent = to;
+    }
+    if (u.acked >= u.size) {
+      u.state = 'ending';
+      u.hash.then(function (hex) {
+        if (u.state === 'ending' && open) send({ type: 'upload.end', id: u.id, sha256: hex });
+      }, function () { fail(u, 'The browser could not hash ' + u.name + '.'); });
+    }
+  }
+
+  function settle(u, state) {
+    u.state = state;
+    u.bytes = null;
+    next();
+  }
+
+  function fail(u, detail) {
+    if (u.state === 'failed') return;
+    var wasWaiting = waiting.indexOf(u);
+    if (wasWaiting >= 0) waiting.splice(wasWaiting, 1);
+    drawStage(u, 'failed', detail);
+    toast('error', detail);
+    settle(u, 'failed');
+  }
+
+  function onMessage(msg) {
+    var u = msg.id ? uploads.get(msg.id) : null;
+    if (msg.type === 'error') {
+      // Chunks still in flight when an upload was cancelled or failed come back as errors: expected.
+      if (u && !(u.state in ACTIVE)) return;
+      toast('error', msg.detail || 'Something went wrong on the server.');
+      return;
+    }
+    if (!u || !(u.state in ACTIVE)) return;
+    switch (msg.type) {
+      case 'upload.accepted':
+        u.resuming = false;
+        u.chunkSize = msg.chunk_size;
+        u.window = Math.max(1, msg.window);
+        u.acked = u.sent = msg.offset;
+        u.pending = [];
+        u.ignoreBadOffsets = 0;
+        u.state = 'sending';
+        drawProgress(u, u.acked);
+        pump(u);
+        break;
+      case 'upload.ack':
+        if (u.state !== 'sending') break;
+        u.acked = Math.max(u.acked, msg.offset);
+        u.pending = u.pending.filter(function (end) { return end > u.acked; });
+        drawProgress(u, u.acked);
+        pump(u);
+        break;
+      case 'upload.done':
+        drawProgress(u, u.size);
+        settle(u, 'finished');
+        syncStage(u);
+        break;
+      case 'upload.rejected':
+        onRejected(u, msg);
+        break;
+    }
+  }
+
+  function onRejected(u, msg) {
+    if (msg.code === 'bad_offset' && typeof msg.offset === 'number') {
+      // Chunks already in flight behind the rejected one are rejected too: ignore those.
+      if (u.ignoreBadOffsets > 0) { u.ignoreBadOffsets--; return; }
+      u.ignoreBadOffsets = Math.max(0, u.pending.length - 1);
+      u.acked = u.sent = msg.offset;
+      u.pending = [];
+      pump(u);
+    } else if (msg.code === 'unknown_upload' && u.resuming) {
+      u.acked = u.sent = 0; // the server lost it: start again from the first byte
+      drawProgress(u, 0);
+      sendStart(u);
+    } else if (msg.code === 'duplicate_upload_id' && !u.resuming) {
+      u.resuming = true;
+      send({ type: 'upload.resume', id: u.id });
+    } else if (msg.code === 'too_many_uploads') {
+      u.state = 'waiting';
+      u.startSent = false;
+      waiting.unshift(u);
+      window.setTimeout(next, 1000);
+    } else {
+      fail(u, msg.detail || 'The upload of ' + u.name + ' failed (' + msg.code + ').');
+    }
+  }
+
+  function onOpen(evt) {
+    socket = evt.detail.socketWrapper;
+    open = true;
+    setConnection('open', 'Live');
+    uploads.forEach(function (u) {
+      if (!(u.state in ACTIVE) || !u.bytes) return;
+      u.pending = [];
+      if (u.startSent) {
+        u.state = 'starting';
+        u.resuming = true;
+        send({ type: 'upload.resume', id: u.id });
+      } else {
+        sendStart(u);
+      }
+    });
+    next();
+  }
+
+  function onClose(evt) {
+    open = false;
+    // Frames ws.js queued while the socket was closing belong to the old connection.
+    if (evt.detail.socketWrapper && evt.detail.socketWrapper.queue) evt.detail.socketWrapper.queue.length = 0;
+    var code = evt.detail.event && evt.detail.event.code;
+    var retry = [1006, 1011, 1012, 1013].indexOf(code) >= 0;
+    setConnection('closed', retry ? 'Reconnecting…' : 'Disconnected — reload the page');
+  }
+
+  function setConnection(state, text) {
+    if (!conn) return;
+    conn.setAttribute('data-state', state);
+    var t = conn.querySelector('.conn-text');
+    if (t) t.textContent = text;
+  }
+
+  function cancelOrRemove(u) {
+    if (u.state === 'waiting' || u.state in ACTIVE) {
+      if (u.state in ACTIVE && u.startSent) send({ type: 'upload.cancel', id: u.id });
+      var i = waiting.indexOf(u);
+      if (i >= 0) waiting.splice(i, 1);
+      drawStage(u, 'failed', 'Cancelled.');
+      settle(u, 'cancelled');
+      u.button.setAttribute('aria-label', 'Remove ' + u.name + ' from this list');
+      return;
+    }
+    if (u.objectUrl) URL.revokeObjectURL(u.objectUrl);
+    uploads.delete(u.id);
+    u.card.remove();
+  }
+
+  // ---- wiring -------------------------------------------------------------------------------
+
+  document.addEventListener('htmx:wsOpen', onOpen);
+  document.addEventListener('htmx:wsClose', onClose);
+  document.addEventListener('htmx:wsConnecting', function () {
+    if (!open) setConnection('connecting', 'Connecting…');
+  });
+  document.addEventListener('capsearch:message', function (e) { onMessage(e.detail); });
+  document.addEventListener('htmx:wsAfterMessage', function () { uploads.forEach(syncStage); });
+
+  input.addEventListener('change', function () {
+    addFiles(input.files);
+    input.value = '';
+  });
+
+  function hasFiles(e) {
+    return e.dataTransfer && Array.prototype.indexOf.call(e.dataTransfer.types || [], 'Files') >= 0;
+  }
+  ['dragenter', 'dragover'].forEach(function (name) {
+    document.addEventListener(name, function (e) {
+      if (!hasFiles(e)) return;
+      e.preventDefault();
+      e.dataTransfer.dropEffect = 'copy';
+      zone.classList.add('dragging');
+    });
+  });
+  document.addEventListener('dragleave', function (e) {
+    if (!e.relatedTarget) zone.classList.remove('dragging');
+  });
+  document.addEventListener('drop', function (e) {
+    zone.classList.remove('dragging');
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    addFiles(e.dataTransfer.files);
+  });
+  document.addEventListener('paste', function (e) {
+    var files = e.clipboardData && e.clipboardData.files;
+    if (files && files.length) addFiles(files);
+  });
+  zone.addEventListener('click', function (e) {
+    if (e.target === zone || e.target.closest('.drop-icon, h1, .drop-limits')) input.click();
+  });
+
+  list.addEventListener('click', function (e) {
+    var btn = e.target.closest('.upload-cancel');
+    if (!btn) return;
+    var u = uploads.get(btn.closest('.upload').id.slice('upload-'.length));
+    if (u) cancelOrRemove(u);
+  });
+
+  toasts.addEventListener('click', function (e) {
+    var btn = e.target.closest('.toast-close');
+    if (btn) btn.closest('.toast').remove();
+  });
+  // Toasts come from this script and from server fragments: drop repeats, dismiss after a while.
+  new MutationObserver(function (records) {
+    records.forEach(function (r) {
+      Array.prototype.forEach.call(r.addedNodes, function (node) {
+        if (!(node instanceof HTMLElement) || !node.classList.contains('toast')) return;
+        var text = node.textContent.replace('×', '').trim();
+        var twin = Array.prototype.some.call(toasts.querySelectorAll('.toast'), function (t) {
+          return t !== node && t.textContent.replace('×', '').trim() === text;
+        });
+        if (twin) { node.remove(); return; }
+        window.setTimeout(function () { node.remove(); }, node.classList.contains('toast-error') ? 10000 : 6000);
+      });
+    });
+  }).observe(toasts, { childList: true });
+})();
