@@ -73,7 +73,8 @@ class ServerSettings(BaseModel):
 class UploadSettings(BaseModel):
     """Chunked uploads over the WebSocket (docs/protocol.md)."""
 
-    chunk_size: int = Field(128 * 1024, ge=64 * 1024, le=256 * 1024)
+    # The largest the protocol allows: fewer round trips per file, still bounded memory per socket.
+    chunk_size: int = Field(256 * 1024, ge=64 * 1024, le=256 * 1024)
     window: int = Field(8, ge=1, le=64, description="unacknowledged chunks a client may have in flight")
     max_parallel: int = Field(3, ge=1, le=16, description="uploads in progress per connection")
     stall_timeout_s: float = Field(60.0, gt=0, description="no chunk for this long on a live socket")

@@ -9,6 +9,9 @@ import multiprocessing
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -114,6 +117,51 @@ async def _clients(port: int, blobs: list[bytes], concurrency: int) -> float:
     return time.perf_counter() - start
 
 
+@dataclass
+class BenchServer:
+    port: int
+    pid: int
+    control: Connection
+
+    def lag_p99_ms(self) -> float:
+        self.control.send("lag")
+        lag: float = self.control.recv()
+        return lag
+
+
+@contextmanager
+def bench_server(
+    profile: BenchProfile, batch: BatchSettings, *, max_new_tokens: int = 20
+) -> Iterator[BenchServer]:
+    """A real server in a child process over a throw-away database and store."""
+    with tempfile.TemporaryDirectory(prefix="capsearch-bench-") as tmp:
+        root = Path(tmp)
+        settings = Settings(
+            _env_file=None,
+            database=DatabaseSettings(url=f"sqlite+aiosqlite:///{root / 'bench.db'}"),
+            storage=StorageSettings(dir=root / "media"),
+            models=ModelSettings(profile="tiny", cache_dir=root / "models", allow_download=False),
+            caption_batch=batch,
+        )
+        upgrade(settings.database.url)
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(
+            target=_serve_main, args=(settings.model_dump_json(), profile, max_new_tokens, child)
+        )
+        proc.start()
+        try:
+            if not parent.poll(300):
+                raise RuntimeError("benchmark server did not start")
+            assert proc.pid is not None
+            yield BenchServer(port=parent.recv(), pid=proc.pid, control=parent)
+        finally:
+            parent.send("stop")
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.kill()
+
+
 def bench_full_stack(
     profile: BenchProfile,
     max_batch_size: int,
@@ -122,36 +170,13 @@ def bench_full_stack(
     concurrency: int = 32,
     max_new_tokens: int = 20,
 ) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="capsearch-bench-") as tmp:
-        root = Path(tmp)
-        settings = Settings(
-            _env_file=None,
-            database=DatabaseSettings(url=f"sqlite+aiosqlite:///{root / 'bench.db'}"),
-            storage=StorageSettings(dir=root / "media"),
-            models=ModelSettings(profile="tiny", cache_dir=root / "models", allow_download=False),
-            caption_batch=BatchSettings(max_batch_size=max_batch_size, max_wait_ms=20, queue_limit=1024),
-        )
-        upgrade(settings.database.url)
-        parent, child = multiprocessing.get_context("spawn").Pipe()
-        proc = multiprocessing.get_context("spawn").Process(
-            target=_serve_main, args=(settings.model_dump_json(), profile, max_new_tokens, child)
-        )
-        proc.start()
-        try:
-            if not parent.poll(300):
-                raise RuntimeError("benchmark server did not start")
-            port = parent.recv()
-            # One warm-up request so one-off costs (first forward pass) stay out of the timing.
-            asyncio.run(_clients(port, _jpegs(1), 1))
-            parent.send("reset")
-            seconds = asyncio.run(_clients(port, _jpegs(requests + 1)[1:], concurrency))
-            parent.send("lag")
-            lag = parent.recv()
-        finally:
-            parent.send("stop")
-            proc.join(timeout=60)
-            if proc.is_alive():
-                proc.kill()
+    batch = BatchSettings(max_batch_size=max_batch_size, max_wait_ms=20, queue_limit=1024)
+    with bench_server(profile, batch, max_new_tokens=max_new_tokens) as server:
+        # One warm-up request so one-off costs (first forward pass) stay out of the timing.
+        asyncio.run(_clients(server.port, _jpegs(1), 1))
+        server.control.send("reset")
+        seconds = asyncio.run(_clients(server.port, _jpegs(requests + 1)[1:], concurrency))
+        lag = server.lag_p99_ms()
     return {
         "model": profile,
         "max_batch_size": max_batch_size,

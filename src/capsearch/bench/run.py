@@ -50,5 +50,9 @@ def run_benchmarks(settings: Settings, *, quick: bool = False, only: str | None 
     tables: list[str] = []
     if only in (None, "captioner"):
         tables += _captioner_tables(quick)
+    if only in (None, "uploads"):
+        from capsearch.bench.uploads import bench_uploads
+
+        tables.append("Uploads over /ws (loopback)\n" + format_table(bench_uploads()))
     print("\n\n".join(tables))
     return 0
