@@ -27,6 +27,8 @@ import uvicorn
 from fastapi import FastAPI
 from PIL import Image as PILImage
 
+from capsearch.config import UploadSettings
+from capsearch.server import uvicorn_config
 from tests.browser_js import ALL_DONE_JS, DROP_JS, MAX_IN_PROGRESS_JS, SOCKET_PROBE_JS
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -116,7 +118,7 @@ def free_port() -> int:
 @pytest.fixture
 async def server(app: FastAPI) -> AsyncIterator[str]:
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn_config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, name="uvicorn", daemon=True)
     thread.start()
@@ -212,8 +214,8 @@ async def test_drop_photos_watch_captions_and_reload(server: str, tmp_path: Path
 
 async def test_upload_resumes_after_the_connection_drops(server: str, tmp_path: Path) -> None:
     files = []
-    for i in range(4):  # about 1.2 MB each: ten 128 KiB chunks, more than one window
-        img = PILImage.frombytes("RGB", (1000, 1000), random.Random(100 + i).randbytes(1000 * 1000 * 3))
+    for i in range(4):  # about 2.7 MB each: eleven 256 KiB chunks, more than one window
+        img = PILImage.frombytes("RGB", (1500, 1500), random.Random(100 + i).randbytes(1500 * 1500 * 3))
         img.save(tmp_path / f"noise-{i}.jpg", "JPEG", quality=95)
         files.append(str(tmp_path / f"noise-{i}.jpg"))
 
@@ -239,7 +241,7 @@ async def test_upload_resumes_after_the_connection_drops(server: str, tmp_path: 
                 "() => Math.max(...window.__wsLog.filter(([d, m]) => d === 'in' && m.type === 'upload.ack')"
                 ".map(([, m]) => m.offset))"
             )
-            assert acked == 6 * 128 * 1024
+            assert acked == 6 * UploadSettings().chunk_size
 
             await page.evaluate("() => { window.__binaryBudget = Infinity; window.__dropSocket(); }")
             await page.wait_for_function(ALL_DONE_JS, arg=4, timeout=60_000)

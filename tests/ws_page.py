@@ -19,11 +19,12 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
+from capsearch.config import UploadSettings
 from capsearch.state import AppState
 from capsearch.ws.messages import encode_chunk
 from capsearch.ws.uploads import SweepResult
 
-CHUNK = 128 * 1024
+CHUNK = UploadSettings().chunk_size
 TIMEOUT_S = 30.0  # safety net only: every wait below ends as soon as its message arrives
 
 

@@ -32,6 +32,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from capsearch.app import SchemaOutOfDateError, check_schema, create_app
+    from capsearch.server import uvicorn_config
     from capsearch.ml.registry import ensure_available, profile_specs
 
     host = args.host or settings.server.host
@@ -46,7 +47,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     except OSError as e:
         return _fail(f"cannot reach the database at {_safe_url(settings.database.url)}: {e}")
     print(f"capsearch serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=args.log_level, ws_max_size=1 << 20)
+    uvicorn.Server(uvicorn_config(create_app(settings), host=host, port=port, log_level=args.log_level)).run()
     return 0
 
 

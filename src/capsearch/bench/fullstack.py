@@ -22,6 +22,7 @@ import uvicorn
 from capsearch.bench.offline import BenchProfile, bench_captioner, sample_images
 from capsearch.config import BatchSettings, DatabaseSettings, ModelSettings, Settings, StorageSettings
 from capsearch.db.migrate import upgrade
+from capsearch.server import uvicorn_config
 
 LAG_INTERVAL_S = 0.005
 
@@ -70,7 +71,7 @@ def _serve_main(settings_json: str, profile: BenchProfile, max_new_tokens: int, 
     settings = Settings.model_validate_json(settings_json)
     captioner = bench_captioner(profile, max_new_tokens)
     app = create_app(settings, captioner_factory=lambda _s: captioner)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=0, log_level="warning"))
     monitor = LoopLagMonitor()
 
     async def control() -> None:
