@@ -1,0 +1,71 @@
+"""Shared by the search tests: a captioner with known captions, uploads, and the index == database check."""
+
+from __future__ import annotations
+
+import threading
+from typing import ClassVar
+
+import httpx
+from fastapi import FastAPI
+from PIL import Image as PILImage
+
+from tests.conftest import photo_bytes
+from tests.test_api_images import files, state_of
+
+CAPTIONS = [
+    "a dog running on the beach",
+    "a red car parked on a city street",
+    "a plate of pasta with tomato sauce",
+    "snow covered mountains under a blue sky",
+    "a cat sleeping on a sofa",
+    "two people riding bicycles in a park",
+    "a sailboat on a calm lake at sunset",
+    "a laptop and a cup of coffee on a desk",
+]
+
+
+class ScriptedCaptioner:
+    """`Model[PIL.Image, str]` whose caption is chosen by the image's width: `size_for(caption)` gives
+    the size an upload must have to be captioned `caption`. Thread-safe (predict runs in a worker)."""
+
+    name = "captioner"
+    model_id = "scripted-captioner"
+    _by_width: ClassVar[dict[int, str]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def size_for(cls, caption: str) -> tuple[int, int]:
+        with cls._lock:
+            for width, known in cls._by_width.items():
+                if known == caption:
+                    return width, 160
+            width = 200 + len(cls._by_width)
+            cls._by_width[width] = caption
+            return width, 160
+
+    def load(self) -> None:
+        pass
+
+    def predict(self, batch: list[PILImage.Image]) -> list[str]:
+        with self._lock:
+            return [self._by_width.get(im.width, f"an unknown picture {im.width} wide") for im in batch]
+
+    def close(self) -> None:
+        pass
+
+
+async def upload_captioned(client: httpx.AsyncClient, captions: list[str], seed: int = 300) -> dict[str, int]:
+    """Upload one image per caption (wait=true, so each is captioned and indexed); caption → id."""
+    blobs = [photo_bytes(seed + i, size=ScriptedCaptioner.size_for(c)) for i, c in enumerate(captions)]
+    r = await client.post("/api/images?wait=true", files=files(*blobs))
+    assert r.status_code == 201, r.text
+    items = r.json()["items"]
+    assert [i["image"]["caption"] for i in items] == captions
+    return {i["image"]["caption"]: i["image"]["id"] for i in items}
+
+
+async def assert_index_matches_database(app: FastAPI) -> None:
+    """The index holds exactly the images that have a stored vector of the current model."""
+    indexer = state_of(app).indexer
+    await indexer.settle()
+    assert indexer.index.ids() == await indexer.database_ids()
