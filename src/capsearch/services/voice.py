@@ -1,0 +1,60 @@
+"""Voice: audio files to transcripts, and transcripts to search hits (REST and the socket share this)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from capsearch.batching import Batcher, Priority
+from capsearch.config import VoiceSettings
+from capsearch.services.search import SearchResult, SearchService
+from capsearch.voice.audio import SAMPLE_RATE, AudioError, decode_audio, loud_samples, no_speech
+from capsearch.voice.streams import Transcript
+
+
+def has_speech(samples: np.ndarray, settings: VoiceSettings) -> bool:
+    """At least `min_speech_ms` of 20 ms windows at or above `speech_rms`: quiet rooms stay silent."""
+    return loud_samples(samples, settings.speech_rms) * 1000 >= settings.min_speech_ms * SAMPLE_RATE
+
+
+def query_of(transcript: str, max_chars: int) -> str:
+    """The transcript as a search query: 30 s of speech can outrun the query limit, so keep what fits,
+    cut at a word boundary, rather than refuse the whole recording."""
+    if len(transcript) <= max_chars:
+        return transcript
+    space = transcript.rfind(" ", 0, max_chars + 1)  # transcripts are tidy: single spaces only
+    return transcript[:space] if space > 0 else transcript[:max_chars]
+
+
+class VoiceService:
+    def __init__(
+        self,
+        *,
+        settings: VoiceSettings,
+        transcriber: Batcher[np.ndarray, str],
+        search: SearchService,
+    ) -> None:
+        self.settings = settings
+        self.transcriber = transcriber
+        self.search = search
+
+    async def decode(self, data: bytes) -> np.ndarray:
+        """Any supported file to 16 kHz mono float32, in a worker thread; raises AudioError."""
+        return await asyncio.to_thread(decode_audio, data, self.settings.max_seconds)
+
+    async def transcribe(self, samples: np.ndarray) -> Transcript:
+        """Transcribe a whole clip; raises AudioError(no_speech) for silence without asking the model."""
+        if not await asyncio.to_thread(has_speech, samples, self.settings):
+            raise no_speech()
+        text = await self.transcriber.run(samples, Priority.INTERACTIVE)
+        if not text:
+            raise AudioError("no_speech", "No words were recognised in this recording.")
+        return Transcript(text, samples.size / SAMPLE_RATE)
+
+    async def transcribe_file(self, data: bytes) -> Transcript:
+        return await self.transcribe(await self.decode(data))
+
+    async def search_transcript(self, transcript: str, k: int | None = None) -> SearchResult:
+        """The search hook of voice: a final transcript → hits, exactly like a typed query."""
+        return await self.search.search(query_of(transcript, self.search.settings.max_query_chars), k)

@@ -1,0 +1,157 @@
+"""The voice messages of one socket: start, PCM frames, stop, cancel (docs/protocol.md, "Voice").
+
+Every `voice.error` ends its recording and drops its audio; the socket itself stays usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from capsearch.api.routes.search import search_response
+from capsearch.errors import CapsearchError
+from capsearch.state import AppState
+from capsearch.voice.audio import SAMPLE_RATE, pcm_to_float
+from capsearch.voice.streams import Transcript, VoiceStream
+from capsearch.ws.frames import PcmFrame
+from capsearch.ws.messages import (
+    ProtocolError,
+    ServerMessage,
+    VoiceAccepted,
+    VoiceCancel,
+    VoiceErrorOut,
+    VoiceFinal,
+    VoiceHits,
+    VoicePartial,
+    VoiceStart,
+    VoiceStop,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Channel(Protocol):
+    """What the voice handler needs from its socket."""
+
+    @property
+    def id(self) -> str: ...
+
+    async def send(self, message: ServerMessage) -> None: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
+
+
+def _not_started(stream_id: str) -> ProtocolError:
+    return ProtocolError(
+        "voice_not_started", "No recording with this id is in progress on this connection.", stream_id
+    )
+
+
+class VoiceHandler:
+    def __init__(self, channel: Channel, state: AppState) -> None:
+        self.channel = channel
+        self.settings = state.settings.voice
+        self.streams = state.voice_streams
+        self.voice = state.voice
+        self._mine: dict[str, VoiceStream] = {}  # recording or finishing on this socket
+
+    async def _error(self, stream_id: str, code: str, detail: str) -> None:
+        await self.channel.send(VoiceErrorOut(id=stream_id, code=code, detail=detail))
+
+    def _recording(self, stream_id: str) -> VoiceStream:
+        stream = self._mine.get(stream_id)
+        if stream is None or stream.finishing or self.streams.get(stream_id) is not stream:
+            raise _not_started(stream_id)
+        return stream
+
+    # ---- called by the engine -----------------------------------------------------------------
+
+    async def voice_partial(self, stream_id: str, text: str, seconds: float) -> None:
+        await self.channel.send(VoicePartial(id=stream_id, text=text, seconds=round(seconds, 2)))
+
+    def voice_failed(self, stream_id: str, code: str, detail: str) -> None:
+        self._mine.pop(stream_id, None)
+        self.channel.spawn(self._error(stream_id, code, detail))
+
+    # ---- messages -----------------------------------------------------------------------------
+
+    async def start(self, message: VoiceStart) -> None:
+        if message.sample_rate != SAMPLE_RATE:
+            rate = message.sample_rate
+            detail = f"Audio must be sent at {SAMPLE_RATE} Hz, not {rate} Hz; resample it first."
+            await self._error(message.id, "unsupported_sample_rate", detail)
+            return
+        # Forget streams the engine already ended (timed out, failed) before counting.
+        self._mine = {k: s for k, s in self._mine.items() if self.streams.get(k) is s}
+        limit = self.settings.max_streams_per_connection
+        if message.id not in self._mine and len(self._mine) >= limit:
+            detail = f"At most {limit} recordings can be in progress at once; stop one first."
+            await self._error(message.id, "too_many_streams", detail)
+            return
+        try:
+            stream = self.streams.open(message.id, self, search=message.search)
+        except CapsearchError as e:
+            await self._error(message.id, e.code, e.message)
+            return
+        self._mine[stream.id] = stream
+        await self.channel.send(
+            VoiceAccepted(id=stream.id, sample_rate=SAMPLE_RATE, max_seconds=self.settings.max_seconds)
+        )
+
+    async def frame(self, frame: PcmFrame) -> None:
+        stream = self._recording(frame.stream_id)
+        try:
+            samples = pcm_to_float(frame.payload, frame.encoding)
+            self.streams.feed(stream, samples)
+        except CapsearchError as e:  # bad_pcm, audio_too_long: the recording is over, its audio gone
+            self._drop(stream)
+            await self._error(stream.id, e.code, e.message)
+
+    async def stop(self, message: VoiceStop) -> None:
+        stream = self._recording(message.id)
+        final = self.streams.finish(stream)  # in effect now: later frames for it are refused
+        # Its own task: transcribing and searching take a while, and other messages keep flowing.
+        self.channel.spawn(self._finish(stream, final))
+
+    async def cancel(self, message: VoiceCancel) -> None:
+        stream = self._mine.get(message.id)
+        # Cancelling what is already gone needs no answer, like upload.cancel.
+        if stream is not None:
+            self._drop(stream)
+
+    def _drop(self, stream: VoiceStream) -> None:
+        self._mine.pop(stream.id, None)
+        self.streams.discard(stream)
+
+    async def _finish(self, stream: VoiceStream, final: Coroutine[Any, Any, Transcript]) -> None:
+        try:
+            transcript = await final
+            await self.channel.send(
+                VoiceFinal(id=stream.id, text=transcript.text, seconds=round(transcript.seconds, 2))
+            )
+            if stream.search:
+                result = await self.voice.search_transcript(transcript.text)
+                response = search_response(result)
+                await self.channel.send(
+                    VoiceHits(
+                        id=stream.id,
+                        transcript=transcript.text,
+                        query=result.query,
+                        hits=response.hits,
+                        no_match=response.no_match,
+                    )
+                )
+        except CapsearchError as e:  # no_speech, busy, model_error, ...
+            await self._error(stream.id, e.code, e.message)
+        except Exception:
+            log.exception("finishing voice stream %s failed", stream.id)
+            await self._error(stream.id, "internal_error", "The server could not transcribe this; try again.")
+        finally:
+            self._mine.pop(stream.id, None)
+
+    async def close(self) -> None:
+        """The socket closed: its recordings end at once (there is no resuming a live recording)."""
+        self._mine.clear()
+        self.streams.discard_owner(self)
