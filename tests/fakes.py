@@ -16,6 +16,7 @@ class FakeCaptioner:
 
     def __init__(self, fail: Callable[[list[PILImage.Image]], bool] | None = None) -> None:
         self.batches: list[int] = []
+        self.sizes: list[list[tuple[int, int]]] = []  # each batch's image sizes, to tell requests apart
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
@@ -31,6 +32,7 @@ class FakeCaptioner:
         if not self.gate.wait(30):
             raise TimeoutError("test gate never opened")
         self.batches.append(len(batch))
+        self.sizes.append([im.size for im in batch])
         if self._fail is not None and self._fail(batch):
             raise RuntimeError("the fake model failed on purpose")
         return [f"a picture {im.width}x{im.height} rgb{im.getpixel((0, 0))}" for im in batch]
