@@ -155,7 +155,12 @@ async def test_unknown_image_is_404_json(client: httpx.AsyncClient) -> None:
 async def test_health_ready_metrics_and_openapi(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json()["status"] == "ok"
     ready = await client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "captioner": "ok"}
+    assert ready.status_code == 200 and ready.json()["checks"] == {
+        "database": "ok",
+        "captioner": "ok",
+        "embedder": "ok",
+        "transcriber": "ok",
+    }
     await client.post("/api/images?wait=true", files=files(photo_bytes(30)))
     metrics = (await client.get("/metrics")).text
     assert 'capsearch_batch_size_count{model="captioner"}' in metrics

@@ -63,3 +63,67 @@ async def test_status_is_constrained_by_the_schema(scratch_url: str) -> None:
         async with engine.begin() as conn:
             await conn.execute(insert, {"sha": "a" * 64, "status": "ready"})
     await engine.dispose()
+
+
+async def _columns(url: str, table: str) -> set[str]:
+    engine = create_engine(url)
+    async with engine.connect() as conn:
+        names = await conn.run_sync(lambda c: {col["name"] for col in inspect(c).get_columns(table)})
+    await engine.dispose()
+    return names
+
+
+async def test_0002_search_schema_up_and_down(scratch_url: str) -> None:
+    await asyncio.to_thread(migrate.upgrade, scratch_url, "0001")
+    engine = create_engine(scratch_url)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO images (sha256, mime, width, height, size_bytes, status, caption) "
+                "VALUES (:sha, 'image/png', 1, 1, 1, 'ready', 'a dog')"
+            ),
+            {"sha": "c" * 64},
+        )
+    await asyncio.to_thread(migrate.upgrade, scratch_url, "0002")
+    assert "image_embeddings" in await _tables(scratch_url)
+    assert "user_caption" in await _columns(scratch_url, "images")
+    async with engine.begin() as conn:
+        image_id = (await conn.execute(text("SELECT id FROM images"))).scalar_one()
+        await conn.execute(
+            text(
+                "INSERT INTO image_embeddings (image_id, model, dim, vector, text) "
+                "VALUES (:id, 'm', 1, :v, 'a dog')"
+            ),
+            {"id": image_id, "v": b"\x00\x00\x80?"},
+        )
+    # One vector per image and model.
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO image_embeddings (image_id, model, dim, vector, text) "
+                    "VALUES (:id, 'm', 1, :v, 'x')"
+                ),
+                {"id": image_id, "v": b"\x00\x00\x80?"},
+            )
+    # Deleting the image deletes its vectors (ON DELETE CASCADE).
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM images"))
+        assert (await conn.execute(text("SELECT count(*) FROM image_embeddings"))).scalar_one() == 0
+        await conn.execute(
+            text(
+                "INSERT INTO images (sha256, mime, width, height, size_bytes, status, caption, user_caption) "
+                "VALUES (:sha, 'image/png', 1, 1, 1, 'ready', 'a dog', 'my dog')"
+            ),
+            {"sha": "d" * 64},
+        )
+    await engine.dispose()
+
+    await asyncio.to_thread(migrate.downgrade, scratch_url, "0001")
+    assert "image_embeddings" not in await _tables(scratch_url)
+    assert "user_caption" not in await _columns(scratch_url, "images")
+    engine = create_engine(scratch_url)
+    async with engine.connect() as conn:
+        # The rebuilt table (SQLite batch mode) kept its rows.
+        assert (await conn.execute(text("SELECT caption FROM images"))).scalar_one() == "a dog"
+    await engine.dispose()

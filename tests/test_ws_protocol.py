@@ -16,7 +16,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from capsearch.app import CaptionerFactory, create_app
 from capsearch.config import BatchSettings, Settings
-from capsearch.ws.messages import encode_chunk
+from capsearch.ws.frames import encode_chunk
 from tests import imagefactory as make
 from tests.conftest import photo_bytes
 from tests.fakes import FakeCaptioner
@@ -69,7 +69,7 @@ def test_bad_text_messages_get_an_error_and_the_socket_stays_open(
     ("frame", "code"),
     [
         (encode_chunk("never-started", 0, b"bytes"), "binary_without_upload"),
-        (b"\x02\x08abcdefgh" + bytes(8) + b"x", "invalid_message"),  # wrong kind
+        (b"\x03\x08abcdefgh" + bytes(8) + b"x", "invalid_message"),  # unknown kind
         (b"\x01\x08abcd", "invalid_message"),  # shorter than its header
         (b"\x01\x03abc" + bytes(8), "invalid_message"),  # id too short to be one
         (b"", "invalid_message"),

@@ -21,7 +21,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from capsearch.config import UploadSettings
 from capsearch.state import AppState
-from capsearch.ws.messages import encode_chunk
+from capsearch.ws.frames import encode_chunk
 from capsearch.ws.uploads import SweepResult
 
 CHUNK = UploadSettings().chunk_size
@@ -108,6 +108,12 @@ class Page:
             self.fragments.append(data["html"])
         else:
             self._controls.append(data)
+
+    def next(self) -> dict[str, Any]:
+        """The next control message, whatever its type (fragments are collected on the way)."""
+        while not self._controls:
+            self._pump()
+        return self._controls.popleft()
 
     def expect(self, kind: str, **fields: Any) -> dict[str, Any]:
         """The next control message (fragments are collected on the way); must match `kind`/`fields`."""

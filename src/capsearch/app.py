@@ -6,28 +6,39 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
+import httpx
+import numpy as np
 from fastapi import FastAPI
 from PIL import Image as PILImage
 from starlette.requests import Request
 from starlette.responses import Response
 
 from capsearch.api.errors import install_error_handlers
-from capsearch.api.routes import health, images, media, pages, ws
+from capsearch.api.routes import health, images, media, pages, search, voice, ws
 from capsearch.batching import Batcher
 from capsearch.config import Settings, get_settings
 from capsearch.db.migrate import current_revision, head_revision
 from capsearch.db.session import create_engine, session_factory
 from capsearch.events import EventBus
-from capsearch.ml.base import Model
+from capsearch.ml.base import Embedder, Model
+from capsearch.services.gallery import Gallery
 from capsearch.services.images import ImageService
+from capsearch.services.indexing import SearchIndexer
+from capsearch.services.search import SearchService
+from capsearch.services.voice import VoiceService
 from capsearch.state import AppState
 from capsearch.storage import ContentStore
+from capsearch.templating import web_dir
+from capsearch.voice.streams import VoiceStreams
 from capsearch.ws.uploads import UploadRegistry
 
 log = logging.getLogger("capsearch")
 
 CaptionerFactory = Callable[[Settings], Model[PILImage.Image, str]]
+EmbedderFactory = Callable[[Settings], Embedder]
+TranscriberFactory = Callable[[Settings], Model[np.ndarray, str]]
 
 
 class SchemaOutOfDateError(RuntimeError):
@@ -38,6 +49,23 @@ def default_captioner(settings: Settings) -> Model[PILImage.Image, str]:
     from capsearch.ml.registry import build_captioner  # torch is heavy; only the real app pays for it
 
     return build_captioner(settings)
+
+
+def default_embedder(settings: Settings) -> Embedder:
+    from capsearch.ml.registry import build_embedder
+
+    return build_embedder(settings)
+
+
+def default_transcriber(settings: Settings) -> Model[np.ndarray, str]:
+    from capsearch.ml.registry import build_transcriber
+
+    return build_transcriber(settings)
+
+
+def index_dir(settings: Settings) -> Path:
+    """Where the search index is saved: the setting, else "index" beside the media directory."""
+    return settings.search.index_dir or settings.storage.dir.parent / "index"
 
 
 async def check_schema(url: str) -> None:
@@ -51,7 +79,11 @@ async def check_schema(url: str) -> None:
 
 
 def create_app(
-    settings: Settings | None = None, *, captioner_factory: CaptionerFactory = default_captioner
+    settings: Settings | None = None,
+    *,
+    captioner_factory: CaptionerFactory = default_captioner,
+    embedder_factory: EmbedderFactory = default_embedder,
+    transcriber_factory: TranscriberFactory = default_transcriber,
 ) -> FastAPI:
     settings = settings or get_settings()
 
@@ -71,14 +103,37 @@ def create_app(
             batcher: Batcher[PILImage.Image, str] = Batcher(captioner, settings.caption_batch)
             await batcher.start()
 
+            embedder = embedder_factory(settings)
+            await asyncio.to_thread(embedder.load)
+            stack.callback(embedder.close)
+            embed_batcher: Batcher[str, np.ndarray] = Batcher(embedder, settings.embed_batch)
+            await embed_batcher.start()
+            stack.push_async_callback(embed_batcher.stop, settings.embed_batch.shutdown_timeout_s)
+            sessions = session_factory(engine)
+            indexer = SearchIndexer(
+                settings=settings.search,
+                sessions=sessions,
+                embedder=embed_batcher,
+                model=embedder.label,
+                dim=embedder.dim,
+                index_dir=index_dir(settings),
+                background_slots=embed_batcher.background_limit,
+            )
+            # Checks the saved index against the database (rebuilding it if they differ) before any
+            # request is served; then embeds captions that have no vector, in the background.
+            await indexer.start()
+            # Closes after the image service (whose caption tasks may still index), saving last.
+            stack.push_async_callback(indexer.close)
+
             events = EventBus()
             service = ImageService(
                 settings=settings,
-                sessions=session_factory(engine),
+                sessions=sessions,
                 store=store,
                 captioner=batcher,
                 caption_model=_model_label(captioner),
                 events=events,
+                indexer=indexer,
             )
             stack.push_async_callback(service.close)
             # The one exception to strict reverse order: the batcher drains (or fails) its queue
@@ -87,6 +142,32 @@ def create_app(
             uploads = UploadRegistry(settings.uploads, store.root / "tmp" / "uploads")
             await uploads.start()
             stack.push_async_callback(uploads.stop)
+
+            transcriber = transcriber_factory(settings)
+            await asyncio.to_thread(transcriber.load)
+            stack.callback(transcriber.close)
+            transcribe_batcher: Batcher[np.ndarray, str] = Batcher(transcriber, settings.transcribe_batch)
+            await transcribe_batcher.start()
+            stack.push_async_callback(transcribe_batcher.stop, settings.transcribe_batch.shutdown_timeout_s)
+            # Stopped before the batcher: live recordings end and their queued passes leave the queue.
+            voice_streams = VoiceStreams(settings.voice, transcribe_batcher)
+            await voice_streams.start()
+            stack.push_async_callback(voice_streams.stop)
+            search_service = SearchService(settings=settings.search, sessions=sessions, indexer=indexer)
+            # Only a configured remote example source needs an HTTP client.
+            http = httpx.AsyncClient() if settings.gallery.remote_url_template else None
+            if http is not None:
+                stack.push_async_callback(http.aclose)
+            gallery = Gallery(
+                settings.gallery,
+                captioner=batcher,
+                sessions=sessions,
+                store=store,
+                examples_dir=web_dir() / "static" / "examples",
+                limits=settings.limits,
+                thumbnail_size=settings.storage.thumbnail_size,
+                http=http,
+            )
             app.state.capsearch = AppState(
                 settings=settings,
                 engine=engine,
@@ -96,10 +177,21 @@ def create_app(
                 captioner=captioner,
                 caption_batcher=batcher,
                 images=service,
+                embedder=embedder,
+                embed_batcher=embed_batcher,
+                indexer=indexer,
+                search=search_service,
                 uploads=uploads,
+                transcriber=transcriber,
+                transcribe_batcher=transcribe_batcher,
+                voice=VoiceService(
+                    settings=settings.voice, transcriber=transcribe_batcher, search=search_service
+                ),
+                voice_streams=voice_streams,
+                gallery=gallery,
             )
             await service.resume_unfinished()
-            log.info("capsearch ready: captioner %s", _model_label(captioner))
+            log.info("capsearch ready: captioner %s, embedder %s", _model_label(captioner), embedder.label)
             yield
 
     app = FastAPI(
@@ -110,6 +202,8 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(images.router)
+    app.include_router(search.router)
+    app.include_router(voice.router)
     app.include_router(media.router)
     app.include_router(health.router)
     app.include_router(ws.router)

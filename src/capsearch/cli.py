@@ -1,4 +1,4 @@
-"""The `capsearch` command: serve, migrate, models, bench."""
+"""The `capsearch` command: serve, migrate, models, reindex, bench."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from capsearch.config import Settings, get_settings
 from capsearch.errors import ModelUnavailableError
@@ -32,8 +33,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from capsearch.app import SchemaOutOfDateError, check_schema, create_app
-    from capsearch.server import uvicorn_config
     from capsearch.ml.registry import ensure_available, profile_specs
+    from capsearch.server import uvicorn_config
 
     host = args.host or settings.server.host
     port = args.port or settings.server.port
@@ -72,10 +73,88 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from capsearch.app import SchemaOutOfDateError
+    from capsearch.importer import (
+        Importer,
+        ImportReport,
+        ImportTargetError,
+        api_client,
+        find_files,
+        format_report,
+    )
+
+    root = Path(args.directory).expanduser()
+    if not root.exists():
+        return _fail(f"{root} does not exist")
+    files = find_files(root)
+    report = ImportReport(found=len(files))
+
+    async def run() -> None:
+        nonlocal report
+        async with api_client(settings, args.server, args.local) as (client, target):
+            print(f"Importing {len(files)} file(s) from {root} into {target}", file=sys.stderr)
+            with tqdm(total=len(files), unit="file", dynamic_ncols=True) as bar:
+
+                def advance(n: int) -> None:
+                    bar.update(n)
+
+                importer = Importer(client, settings.limits, batch_size=args.batch, on_progress=advance)
+                report = importer.report
+                await importer.run(files)
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        print(format_report(report, root, interrupted=True))
+        return 130
+    except (ModelUnavailableError, SchemaOutOfDateError, ImportTargetError) as e:
+        return _fail(str(e))
+    print(format_report(report, root))
+    return 0
+
+
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
     from capsearch.bench.run import run_benchmarks
 
     return run_benchmarks(settings, quick=args.quick, only=args.only)
+
+
+def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
+    from capsearch.app import SchemaOutOfDateError, check_schema, index_dir
+    from capsearch.db.session import create_engine, session_factory
+    from capsearch.ml.registry import embedder_dim, spec_for
+    from capsearch.services.indexing import rebuild_saved_index
+
+    spec = spec_for(settings.models, "embedder")
+    try:
+        dim = embedder_dim(spec, settings.models)
+    except ModelUnavailableError as e:
+        return _fail(str(e))
+    where = index_dir(settings)
+
+    async def run() -> tuple[int, str, int]:
+        await check_schema(settings.database.url)
+        engine = create_engine(settings.database.url)
+        try:
+            sessions = session_factory(engine)
+            return await rebuild_saved_index(
+                settings.search, sessions, model=spec.name, dim=dim, index_dir=where
+            )
+        finally:
+            await engine.dispose()
+
+    try:
+        count, kind, missing = asyncio.run(run())
+    except SchemaOutOfDateError as e:
+        return _fail(str(e))
+    print(f"search index rebuilt from the database: {count} vectors ({kind}, {spec.name}) in {where}")
+    if missing:
+        print(f"{missing} caption(s) have no vector yet; the server embeds them when it next starts.")
+    # A server that is running keeps its own (equally complete) index in memory and saves it again.
+    return 0
 
 
 def _safe_url(url: str) -> str:
@@ -105,9 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--profile", choices=["default", "tiny"])
     mo.set_defaults(func=cmd_models)
 
+    r = sub.add_parser("reindex", help="rebuild the search index from the embeddings in the database")
+    r.set_defaults(func=cmd_reindex)
+
+    im = sub.add_parser("import", help="add every image below a folder (skips what is already there)")
+    im.add_argument("directory")
+    im.add_argument("--batch", type=int, default=8, help="files per request (default 8)")
+    im.add_argument("--server", help="URL of the capsearch server (default: from settings)")
+    im.add_argument("--local", action="store_true", help="do not use a running server; import in-process")
+    im.set_defaults(func=cmd_import)
+
     b = sub.add_parser("bench", help="print benchmark tables (see docs/benchmarks.md)")
     b.add_argument("--quick", action="store_true", help="tiny profile only, fewer requests")
-    b.add_argument("--only", choices=["captioner", "uploads"], help="run one group")
+    b.add_argument("--only", choices=["captioner", "uploads", "search", "voice"], help="run one group")
     b.set_defaults(func=cmd_bench)
     return p
 
@@ -120,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Alembic announces every plugin it loads at INFO; only its migration lines are worth showing.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # FAISS narrates which of its builds it loads (and that the AVX2 one is absent: dispatch is dynamic).
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     func: Callable[[Settings, argparse.Namespace], int] = args.func
     return func(get_settings(), args)
 

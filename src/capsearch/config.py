@@ -19,6 +19,10 @@ DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 DTypeName = Literal["auto", "float32", "float16", "bfloat16"]
 
 DEFAULT_CAPTIONER_ID = "Salesforce/blip-image-captioning-base"
+DEFAULT_EMBEDDER_ID = "sentence-transformers/all-MiniLM-L6-v2"
+# Whisper's encoder dominates its cost: base keeps a CPU near real time, small is better and a GPU affords it.
+DEFAULT_TRANSCRIBER_CPU_ID = "openai/whisper-base"
+DEFAULT_TRANSCRIBER_GPU_ID = "openai/whisper-small"
 
 
 class DatabaseSettings(BaseModel):
@@ -40,6 +44,15 @@ class ModelSettings(BaseModel):
     device: DeviceName = "auto"
     dtype: DTypeName = "auto"
     caption_max_tokens: int = Field(30, ge=1, le=200)
+    embedder_id: str | None = None
+    # Longer texts are truncated; captions are a sentence, MiniLM was trained on up to 256 tokens.
+    embed_max_tokens: int = Field(256, ge=8, le=512)
+    # None: whisper-base on a CPU, whisper-small on a GPU.
+    transcriber_id: str | None = None
+    # Spoken language (ISO code such as "en"); "auto" (or None) lets Whisper detect it per recording.
+    language: str | None = "en"
+    # 30 s of speech is about 100 tokens; the cap stops a confused model from rambling.
+    transcriber_max_tokens: int = Field(128, ge=1, le=440)
     # False = never touch the network (HF_HUB_OFFLINE semantics): only models_cache/ is used.
     allow_download: bool = True
 
@@ -56,11 +69,64 @@ class BatchSettings(BaseModel):
     shutdown_timeout_s: float = Field(10.0, ge=0)
 
 
+class SearchSettings(BaseModel):
+    """Text search over caption embeddings (README "Search")."""
+
+    # None: "index" next to the media directory (data/index with the defaults).
+    index_dir: Path | None = None
+    # Up to this many vectors the index is exact (a flat scan); above it, IVF (approximate).
+    approximate_threshold: int = Field(100_000, ge=1)
+    # IVF lists probed per query; more = better recall, slower. 0 = chosen from the list count.
+    nprobe: int = Field(0, ge=0, le=65_536)
+    default_k: int = Field(12, ge=1, le=1000)
+    max_k: int = Field(100, ge=1, le=1000)
+    # A hit scoring below best × relative_cutoff is dropped: far worse than the best is noise.
+    relative_cutoff: float = Field(0.6, ge=0, le=1)
+    # Nothing at or above this score means "no match" rather than the least bad image. Calibrated on
+    # MiniLM: right answers to short queries scored 0.38-0.84, unrelated captions at most ~0.34.
+    floor: float = Field(0.35, ge=-1, le=1)
+    # Added (times the share of query words found in the caption) to the cosine similarity.
+    keyword_boost: float = Field(0.15, ge=0, le=1)
+    max_query_chars: int = Field(200, ge=1, le=10_000)
+    # A changed index is written to disk at most this often (and at shutdown); a crash in between is
+    # repaired at the next start by the checksum check against the database.
+    save_delay_s: float = Field(2.0, ge=0)
+
+
 class LimitSettings(BaseModel):
     max_image_bytes: int = Field(5 * 1024 * 1024, ge=1)
     max_pixels: int = Field(50_000_000, ge=1, description="decompression-bomb guard, width * height")
     allowed_types: list[str] = ["image/jpeg", "image/png", "image/webp", "image/gif"]
     max_files_per_request: int = Field(32, ge=1)
+
+
+class VoiceSettings(BaseModel):
+    """Voice search: live recordings over the socket and audio files over REST (docs/protocol.md)."""
+
+    # Whisper hears at most 30 s at once; longer audio would need chunking, so the cap stops there.
+    max_seconds: float = Field(30.0, gt=0, le=30)
+    max_upload_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="one audio file over REST")
+    # Speech = at least min_speech_ms of 20 ms windows with an RMS of speech_rms or more (full scale
+    # 1.0; 0.01 is -40 dBFS, above a quiet room's hiss and below a voice at arm's length).
+    speech_rms: float = Field(0.01, gt=0, le=1)
+    min_speech_ms: float = Field(150.0, ge=0)
+    # A recording that gets no audio for this long and was never stopped is dropped.
+    stream_timeout_s: float = Field(15.0, gt=0)
+    max_streams_per_connection: int = Field(2, ge=1, le=16, description="one recording + one finishing")
+    max_streams: int = Field(64, ge=1, description="live recordings in the whole app")
+
+
+class GallerySettings(BaseModel):
+    """The example gallery a page shows after it has been left alone for a while."""
+
+    idle_seconds: float = Field(8.0, gt=0, description="no mouse, keyboard, touch or scroll for this long")
+    count: int = Field(4, ge=1, le=12)
+    # Up to this share of the examples come from the collection; the rest are bundled photos.
+    collection_share: float = Field(0.5, ge=0, le=1)
+    # Optional remote source, e.g. "https://picsum.photos/seed/{seed}/640/480"; any failure falls
+    # back to the bundled photos without bothering the person.
+    remote_url_template: str | None = None
+    remote_timeout_s: float = Field(3.0, gt=0, le=30)
 
 
 class ServerSettings(BaseModel):
@@ -94,6 +160,14 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     models: ModelSettings = ModelSettings()
     caption_batch: BatchSettings = BatchSettings()
+    # Texts are cheap to embed: bigger batches, shorter wait (a query is waiting on the other side).
+    embed_batch: BatchSettings = BatchSettings(max_batch_size=32, max_wait_ms=5, queue_limit=512)
+    search: SearchSettings = SearchSettings()
+    # Each Whisper pass costs a full 30 s window whatever the clip's length: batching concurrent
+    # streams is the main saving, and a short wait is enough to collect them.
+    transcribe_batch: BatchSettings = BatchSettings(max_batch_size=8, max_wait_ms=10, queue_limit=64)
+    voice: VoiceSettings = VoiceSettings()
+    gallery: GallerySettings = GallerySettings()
     limits: LimitSettings = LimitSettings()
     server: ServerSettings = ServerSettings()
     uploads: UploadSettings = UploadSettings()

@@ -9,6 +9,7 @@ from starlette.requests import HTTPConnection
 
 from capsearch.config import Settings
 from capsearch.services.images import ImageService
+from capsearch.services.search import SearchService
 from capsearch.state import AppState
 
 
@@ -28,5 +29,10 @@ def get_image_service(state: StateDep) -> ImageService:
     return state.images
 
 
+def get_search_service(state: StateDep) -> SearchService:
+    return state.search
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 ImageServiceDep = Annotated[ImageService, Depends(get_image_service)]
+SearchServiceDep = Annotated[SearchService, Depends(get_search_service)]

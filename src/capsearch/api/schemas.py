@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from capsearch.db.models import Image, ImageStatus
 
@@ -18,7 +19,9 @@ class ImageOut(BaseModel):
     id: int
     sha256: str
     status: ImageStatus
-    caption: str | None
+    caption: str | None = Field(description="What is shown and searched: the person's caption if set.")
+    model_caption: str | None = Field(description="The model's caption, kept when a person edits it.")
+    user_caption: str | None = Field(description="The caption a person wrote, or null.")
     caption_model: str | None
     error: str | None
     mime: str
@@ -37,7 +40,9 @@ class ImageOut(BaseModel):
             id=image.id,
             sha256=image.sha256,
             status=image.status,
-            caption=image.caption,
+            caption=image.effective_caption,
+            model_caption=image.caption,
+            user_caption=image.user_caption,
             caption_model=image.caption_model,
             error=image.error,
             mime=image.mime,
@@ -78,3 +83,26 @@ class ImagePage(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = {}
+
+
+MAX_CAPTION_CHARS = 500
+CaptionText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_CAPTION_CHARS)
+]
+
+
+class ImagePatch(BaseModel):
+    caption: CaptionText = Field(description="The person's caption; the model's is kept beside it.")
+
+
+class SearchHit(BaseModel):
+    image: ImageOut
+    score: float = Field(description='Hybrid score in [0, 1] (README "Search"); hits are ordered by it.')
+    similarity: float = Field(description="Cosine similarity of query and caption alone.")
+    keyword_match: float = Field(description="Share of the query's keywords found in the caption.")
+
+
+class SearchResponse(BaseModel):
+    query: str = Field(description="The query as searched (whitespace collapsed).")
+    hits: list[SearchHit] = Field(description="Best first; empty when nothing matches well enough.")
+    no_match: bool = Field(description="True when no image clears the score floor.")

@@ -67,6 +67,11 @@ class Batcher(Generic[I, O]):
         return self._accepting and self._worker is not None and not self._worker.done()
 
     @property
+    def background_limit(self) -> int:
+        """How many background requests may wait at once before `submit` answers busy."""
+        return self._background_limit
+
+    @property
     def depth(self) -> int:
         """Pending requests, not counting the batch that is running."""
         return len(self._interactive) + len(self._background)

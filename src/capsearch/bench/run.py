@@ -1,4 +1,4 @@
-"""`capsearch bench`: the captioner offline and through the full stack, printed as tables."""
+"""`capsearch bench`: captioner (offline, full stack), search index, uploads, voice — printed as tables."""
 
 from __future__ import annotations
 
@@ -44,15 +44,34 @@ def _captioner_tables(quick: bool) -> list[str]:
     ]
 
 
+def _search_tables(quick: bool) -> list[str]:
+    from capsearch.bench.search import bench_query_embedding, bench_search
+
+    rows, note = bench_search((10_000, 100_000) if quick else (10_000, 100_000, 1_000_000))
+    return [
+        "Search index, one query at a time (synthetic 384-d caption-like vectors; targets: exact p50 "
+        "≤ 10 ms at 100k, approximate p50 ≤ 5 ms with recall@10 ≥ 0.95 at 1M)\n"
+        + format_table(rows)
+        + f"\n({note})",
+        "Search request, the other half\n" + format_table([bench_query_embedding()]),
+    ]
+
+
 def run_benchmarks(settings: Settings, *, quick: bool = False, only: str | None = None) -> int:
     # One log line per benchmark request would bury the tables.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     tables: list[str] = []
     if only in (None, "captioner"):
         tables += _captioner_tables(quick)
+    if only in (None, "search"):
+        tables += _search_tables(quick)
     if only in (None, "uploads"):
         from capsearch.bench.uploads import bench_uploads
 
         tables.append("Uploads over /ws (loopback)\n" + format_table(bench_uploads()))
+    if only in (None, "voice"):
+        from capsearch.bench.voice import bench_voice
+
+        tables += bench_voice(settings, quick=quick)
     print("\n\n".join(tables))
     return 0

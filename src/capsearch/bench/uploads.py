@@ -17,7 +17,7 @@ from PIL import Image
 
 from capsearch.bench.fullstack import bench_server
 from capsearch.config import BatchSettings
-from capsearch.ws.messages import encode_chunk
+from capsearch.ws.frames import encode_chunk
 
 MB = 1024 * 1024
 

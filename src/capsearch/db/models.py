@@ -5,7 +5,18 @@ from __future__ import annotations
 import enum
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, Enum, Integer, MetaData, String, Text, func
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    func,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Stable constraint names so Alembic migrations can refer to them on both databases.
@@ -44,8 +55,10 @@ class Image(Base):
     height: Mapped[int] = mapped_column(Integer)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     filename: Mapped[str | None] = mapped_column(String(255))
+    # The model's caption; a person's edit goes to user_caption and wins (see `effective_caption`).
     caption: Mapped[str | None] = mapped_column(Text)
     caption_model: Mapped[str | None] = mapped_column(String(200))
+    user_caption: Mapped[str | None] = mapped_column(Text)
     status: Mapped[ImageStatus] = mapped_column(
         Enum(
             ImageStatus,
@@ -63,4 +76,29 @@ class Image(Base):
     )
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+
+    @property
+    def effective_caption(self) -> str | None:
+        """What is shown and searched: the person's caption if they wrote one, else the model's."""
+        return self.user_caption if self.user_caption is not None else self.caption
+
+
+class ImageEmbedding(Base):
+    """One vector per image and embedding model, so the search index can be rebuilt without the model."""
+
+    __tablename__ = "image_embeddings"
+
+    image_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"),
+        ForeignKey("images.id", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian, `dim` values
+    # The exact text that was embedded: a caption changed without re-embedding is detectable.
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now()
     )

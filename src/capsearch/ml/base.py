@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Protocol, TypeVar, runtime_checkable
 
+import numpy as np
+
 # Invariant: `predict` takes and returns lists, which are invariant themselves.
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -22,3 +24,12 @@ class Model(Protocol[In, Out]):
     def predict(self, batch: list[In]) -> list[Out]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Embedder(Model[str, np.ndarray], Protocol):
+    """A text embedder: `predict` returns one L2-normalised float32 vector of `dim` values per text."""
+
+    # The stable name of the weights, stored beside every vector (vectors of two models never mix).
+    label: str
+    dim: int

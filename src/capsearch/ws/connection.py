@@ -1,4 +1,4 @@
-"""One page's `/ws` socket: messages in, acks and HTML fragments out (docs/protocol.md).
+"""One page's `/ws` socket: uploads and voice in; acks, transcripts and HTML fragments out (docs/protocol.md).
 
 Messages are read and handled in order; everything sent goes through one bounded outbox drained by a
 single writer task, so concurrent senders (the read loop, finishing uploads, the live feed, the
@@ -22,10 +22,14 @@ from capsearch.errors import NotFoundError
 from capsearch.events import Event
 from capsearch.state import AppState
 from capsearch.ws import fragments
+from capsearch.ws.frames import PcmFrame, parse_binary
+from capsearch.ws.gallery_handler import GalleryHandler
 from capsearch.ws.messages import (
     ClientMessage,
     ErrorOut,
     Fragment,
+    GalleryCancel,
+    GalleryRequest,
     Ping,
     Pong,
     ProtocolError,
@@ -34,10 +38,13 @@ from capsearch.ws.messages import (
     UploadEnd,
     UploadResume,
     UploadStart,
-    parse_chunk,
+    VoiceCancel,
+    VoiceStart,
+    VoiceStop,
     parse_text,
 )
 from capsearch.ws.upload_handler import UploadHandler
+from capsearch.ws.voice_handler import VoiceHandler
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,8 @@ class Connection:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self.uploads = UploadHandler(self, state)
+        self.voice = VoiceHandler(self, state)
+        self.gallery = GalleryHandler(self, state)
 
     @property
     def id(self) -> str:
@@ -124,7 +133,11 @@ class Connection:
                 return 1009
             try:
                 if data is not None:
-                    await self.uploads.chunk(parse_chunk(data))
+                    frame = parse_binary(data)
+                    if isinstance(frame, PcmFrame):
+                        await self.voice.frame(frame)
+                    else:
+                        await self.uploads.chunk(frame)
                 elif text is not None:
                     await self._on_message(parse_text(text))
             except ProtocolError as e:
@@ -141,6 +154,16 @@ class Connection:
             await self.uploads.end(message)
         elif isinstance(message, UploadCancel):
             await self.uploads.cancel(message)
+        elif isinstance(message, VoiceStart):
+            await self.voice.start(message)
+        elif isinstance(message, VoiceStop):
+            await self.voice.stop(message)
+        elif isinstance(message, VoiceCancel):
+            await self.voice.cancel(message)
+        elif isinstance(message, GalleryRequest):
+            await self.gallery.request()
+        elif isinstance(message, GalleryCancel):
+            await self.gallery.cancel()
 
     # ---- live feed ----------------------------------------------------------------------------
 
@@ -155,6 +178,10 @@ class Connection:
     async def _feed(self) -> None:
         while True:
             event = await self._events.get()
+            if event.kind == "image.deleted":
+                # No row to read any more: the fragment only names the elements every page removes.
+                await self.send(Fragment(html=fragments.image_deleted(int(event.payload["id"]))))
+                continue
             if event.kind not in ("image.updated", _WATCH):
                 continue
             try:
@@ -192,6 +219,7 @@ class Connection:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         normal = code in NORMAL_CLOSE
+        await self.voice.close()
         await self.uploads.close(normal=normal)
         if normal:
             moved = self.state.images.release_owner(self._id)

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from capsearch.api.schemas import ImageOut
 from capsearch.db.models import Image, ImageStatus
+from capsearch.services.gallery import Example, ExampleCaption
 from capsearch.templating import render
 
 Stage = Literal["uploading", "queued", "captioning", "done", "failed"]
@@ -25,6 +26,11 @@ def image_json(image: Image) -> dict[str, Any]:
 
 def image_card(image: Image) -> str:
     return render("partials/image_card.html", image=image_json(image))
+
+
+def image_deleted(image_id: int) -> str:
+    """Removes the image's collection card and search hit from a page (both where present)."""
+    return render("partials/image_deleted.html", image_id=image_id)
 
 
 def upload_status(
@@ -50,3 +56,19 @@ def upload_status_of(upload_id: str, image: Image) -> str:
 
 def toast(message: str, level: Literal["error", "info"] = "error") -> str:
     return render("partials/toast.html", level=level, message=message)
+
+
+def gallery(gallery_id: str, examples: list[Example]) -> str:
+    """The gallery section with a skeleton card per example (captions still to come)."""
+    return render("partials/gallery.html", gallery_id=gallery_id, examples=examples)
+
+
+def gallery_card(gallery_id: str, result: ExampleCaption) -> str:
+    return render(
+        "partials/gallery_card.html",
+        gallery_id=gallery_id,
+        example=result.example,
+        caption=result.caption,
+        error=result.error,
+        oob=True,
+    )

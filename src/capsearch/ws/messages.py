@@ -1,21 +1,18 @@
-"""The `/ws` message shapes (docs/protocol.md): JSON text frames and the binary chunk header."""
+"""The `/ws` message shapes (docs/protocol.md): JSON text frames and the binary frame headers."""
 
 from __future__ import annotations
 
 import json
 import re
-import struct
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-UPLOAD_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
-_UPLOAD_ID = re.compile(UPLOAD_ID_PATTERN)
-UploadId = Annotated[str, Field(pattern=UPLOAD_ID_PATTERN)]
+from capsearch.api.schemas import SearchHit
 
-CHUNK_KIND = 0x01
-_OFFSET = struct.Struct(">Q")
+UPLOAD_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+UPLOAD_ID = re.compile(UPLOAD_ID_PATTERN)
+UploadId = Annotated[str, Field(pattern=UPLOAD_ID_PATTERN)]
 
 
 class ProtocolError(Exception):
@@ -61,11 +58,54 @@ class Ping(_In):
     type: Literal["ping"]
 
 
+class VoiceStart(_In):
+    type: Literal["voice.start"]
+    id: UploadId  # same rules as upload ids
+    sample_rate: int = 16_000  # the only rate accepted: the page resamples, Whisper hears 16 kHz
+    search: bool = True  # search with the final transcript and send `voice.hits`
+
+
+class VoiceStop(_In):
+    type: Literal["voice.stop"]
+    id: UploadId
+
+
+class VoiceCancel(_In):
+    type: Literal["voice.cancel"]
+    id: UploadId
+
+
+class GalleryRequest(_In):
+    """The page has been left alone: show captioned examples (once per idle period)."""
+
+    type: Literal["gallery.request"]
+
+
+class GalleryCancel(_In):
+    """The person is back: drop the examples still waiting for the model."""
+
+    type: Literal["gallery.cancel"]
+
+
 ClientMessage = Annotated[
-    UploadStart | UploadResume | UploadEnd | UploadCancel | Ping, Field(discriminator="type")
+    UploadStart
+    | UploadResume
+    | UploadEnd
+    | UploadCancel
+    | Ping
+    | VoiceStart
+    | VoiceStop
+    | VoiceCancel
+    | GalleryRequest
+    | GalleryCancel,
+    Field(discriminator="type"),
 ]
 _CLIENT = TypeAdapter[ClientMessage](ClientMessage)
-CLIENT_TYPES = frozenset({"upload.start", "upload.resume", "upload.end", "upload.cancel", "ping"})
+CLIENT_TYPES = frozenset(
+    {"upload.start", "upload.resume", "upload.end", "upload.cancel", "ping"}
+    | {"voice.start", "voice.stop", "voice.cancel"}
+    | {"gallery.request", "gallery.cancel"}
+)
 
 
 class _Out(BaseModel):
@@ -118,7 +158,61 @@ class Pong(_Out):
     type: Literal["pong"] = "pong"
 
 
-ServerMessage = UploadAccepted | UploadAck | UploadDone | UploadRejected | ErrorOut | Fragment | Pong
+class VoiceAccepted(_Out):
+    type: Literal["voice.accepted"] = "voice.accepted"
+    id: str
+    sample_rate: int
+    max_seconds: float
+
+
+class VoicePartial(_Out):
+    type: Literal["voice.partial"] = "voice.partial"
+    id: str
+    text: str
+    seconds: float  # audio the text covers, from the start of the recording
+
+
+class VoiceFinal(_Out):
+    type: Literal["voice.final"] = "voice.final"
+    id: str
+    text: str
+    seconds: float
+
+
+class VoiceHits(_Out):
+    type: Literal["voice.hits"] = "voice.hits"
+    id: str
+    transcript: str
+    query: str  # what was searched: the transcript, cut at a word if over the query limit
+    hits: list[SearchHit]
+    no_match: bool
+
+    def dump(self) -> str:
+        # Hits keep their nulls (an image without a caption yet), exactly as GET /api/search sends them.
+        return self.model_dump_json()
+
+
+class VoiceErrorOut(_Out):
+    type: Literal["voice.error"] = "voice.error"
+    id: str
+    code: str
+    detail: str
+
+
+ServerMessage = (
+    UploadAccepted
+    | UploadAck
+    | UploadDone
+    | UploadRejected
+    | ErrorOut
+    | Fragment
+    | Pong
+    | VoiceAccepted
+    | VoicePartial
+    | VoiceFinal
+    | VoiceHits
+    | VoiceErrorOut
+)
 
 
 def parse_text(text: str) -> ClientMessage:
@@ -151,35 +245,4 @@ def _describe(kind: str, error: ValidationError) -> str:
 
 
 def _valid_id(value: str | None) -> str | None:
-    return value if value is not None and _UPLOAD_ID.match(value) else None
-
-
-@dataclass(frozen=True)
-class Chunk:
-    upload_id: str
-    offset: int
-    payload: bytes
-
-
-def parse_chunk(data: bytes) -> Chunk:
-    """Split a binary frame into its header and payload; raises ProtocolError(invalid_message)."""
-    if len(data) < 2 or data[0] != CHUNK_KIND:
-        raise ProtocolError("invalid_message", "A binary message must start with kind 0x01.")
-    n = data[1]
-    end = 2 + n + _OFFSET.size
-    if len(data) < end:
-        raise ProtocolError("invalid_message", "This binary message is shorter than its header.")
-    try:
-        upload_id = data[2 : 2 + n].decode("ascii")
-    except UnicodeDecodeError:
-        upload_id = ""
-    if not _UPLOAD_ID.match(upload_id):
-        raise ProtocolError("invalid_message", "The upload id in this binary message is not valid.")
-    (offset,) = _OFFSET.unpack_from(data, 2 + n)
-    return Chunk(upload_id, offset, data[end:])
-
-
-def encode_chunk(upload_id: str, offset: int, payload: bytes) -> bytes:
-    """The client side of the chunk layout (used by tests and scripted clients)."""
-    raw = upload_id.encode("ascii")
-    return bytes([CHUNK_KIND, len(raw)]) + raw + _OFFSET.pack(offset) + payload
+    return value if value is not None and UPLOAD_ID.match(value) else None

@@ -12,8 +12,8 @@ from capsearch.errors import CapsearchError, IntakeError
 from capsearch.intake.images import too_large_error
 from capsearch.state import AppState
 from capsearch.ws import fragments
+from capsearch.ws.frames import Chunk
 from capsearch.ws.messages import (
-    Chunk,
     ErrorOut,
     Fragment,
     ProtocolError,

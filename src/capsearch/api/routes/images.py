@@ -1,16 +1,16 @@
-"""Images: upload (many at once), read one, list the collection."""
+"""Images: upload (many at once), read one, list the collection, edit a caption, delete."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from capsearch.api.deps import ImageServiceDep, SettingsDep
 from capsearch.api.errors import RETRY_AFTER_S, error_body
 from capsearch.api.multipart import read_uploaded_files
-from capsearch.api.schemas import ErrorOut, ImageOut, ImagePage, UploadOutcome, UploadResponse
+from capsearch.api.schemas import ErrorOut, ImageOut, ImagePage, ImagePatch, UploadOutcome, UploadResponse
 from capsearch.errors import CapsearchError
 from capsearch.services.uploads import FileOutcome, IncomingFile, ingest_files
 
@@ -87,6 +87,14 @@ async def upload_images(
     return JSONResponse(body, status_code=201 if wait else 202)
 
 
+@router.get("/by-sha256/{sha256}", response_model=ImageOut, responses=_ERRORS)
+async def get_image_by_sha256(
+    sha256: Annotated[str, Path(pattern=r"^[0-9a-fA-F]{64}$")], images: ImageServiceDep
+) -> ImageOut:
+    """The stored image with these exact bytes (lets a client skip uploading what is already here)."""
+    return ImageOut.of(await images.get_by_sha256(sha256))
+
+
 @router.get("/{image_id}", response_model=ImageOut, responses=_ERRORS)
 async def get_image(image_id: int, images: ImageServiceDep) -> ImageOut:
     """One image with its status and caption."""
@@ -103,3 +111,16 @@ async def list_images(
     items, total = await images.page(limit, int(cursor) if cursor else None)
     nxt = str(items[-1].id) if len(items) == limit and items[-1].id > 1 else None
     return ImagePage(items=[ImageOut.of(i) for i in items], total=total, next=nxt)
+
+
+@router.patch("/{image_id}", response_model=ImageOut, responses=_ERRORS)
+async def edit_image(image_id: int, patch: ImagePatch, images: ImageServiceDep) -> ImageOut:
+    """Set a person's caption; it wins over the model's and is searchable when this returns."""
+    return ImageOut.of(await images.edit_caption(image_id, patch.caption))
+
+
+@router.delete("/{image_id}", status_code=204, response_class=Response, responses=_ERRORS)
+async def delete_image(image_id: int, images: ImageServiceDep) -> Response:
+    """Delete an image: its row, search entry and files."""
+    await images.delete(image_id)
+    return Response(status_code=204)
