@@ -11,11 +11,15 @@ from fastapi import APIRouter, HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 
-from capsearch.api.deps import ImageServiceDep, SettingsDep
+from capsearch.api.deps import ImageServiceDep, SearchServiceDep, SettingsDep
+from capsearch.api.routes import ui
+from capsearch.api.routes.ui import search_context
 from capsearch.api.schemas import ImageOut
 from capsearch.templating import templates, web_dir
 
 router = APIRouter(include_in_schema=False)
+# The page's own htmx endpoints (/ui/...) come with the page wherever it is mounted.
+router.include_router(ui.router)
 
 COLLECTION_PAGE_SIZE = 48
 
@@ -46,8 +50,12 @@ def human_bytes(n: int) -> str:
 
 
 @router.get("/", response_class=HTMLResponse)
-async def index(request: Request, settings: SettingsDep, images: ImageServiceDep) -> Response:
+async def index(
+    request: Request, settings: SettingsDep, images: ImageServiceDep, search: SearchServiceDep, q: str = ""
+) -> Response:
     items, total = await images.page(COLLECTION_PAGE_SIZE, None)
+    # `/?q=` is where the search box leaves the address bar: a reload shows the same results.
+    results = (await search_context(search, q))[0] if q else None
     limits = settings.limits
     response = templates().TemplateResponse(
         request,
@@ -61,6 +69,8 @@ async def index(request: Request, settings: SettingsDep, images: ImageServiceDep
                 "text": f"{human_types(limits.allowed_types)}, up to {human_bytes(limits.max_image_bytes)}",
             },
             "max_parallel": settings.uploads.max_parallel,
+            "query": q,
+            "results": results,
         },
     )
     response.headers["Content-Security-Policy"] = CSP
@@ -77,7 +87,13 @@ async def vendor(name: str) -> FileResponse:
     return FileResponse(path, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
 
-STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png"}
+STATIC_TYPES = {
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",  # the idle gallery's bundled example photos
+}
 
 
 @router.get("/static/{path:path}")

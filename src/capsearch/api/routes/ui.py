@@ -1,0 +1,112 @@
+"""The page's own htmx endpoints: search as you type, caption edits and deletes on a card.
+
+They answer with HTML fragments rendered from the page's partials and stay thin: the work is
+`state.search.search`, `state.images.edit_caption` and `state.images.delete`, exactly as the REST API.
+Refusals a person can fix (an empty or over-long query or caption) answer 422, and a busy server 503,
+with the message in the fragment; the page's htmx config swaps both like a success, so the message is
+seen where it applies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Form
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from capsearch.api.deps import ImageServiceDep, SearchServiceDep
+from capsearch.api.routes.search import search_response
+from capsearch.api.schemas import MAX_CAPTION_CHARS, ImageOut
+from capsearch.errors import BusyError, NotFoundError
+from capsearch.services.search import QueryError, SearchService
+from capsearch.templating import render, templates
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+BUSY = "The server is busy right now; try again in a moment."
+
+
+def _refused(q: str, code: str, detail: str) -> dict[str, Any]:
+    return {"query": q, "hits": [], "no_match": False, "error": {"code": code, "detail": detail}}
+
+
+async def search_context(search: SearchService, q: str) -> tuple[dict[str, Any], int]:
+    """The context of `partials/search_results.html` for a query, and the status to answer with."""
+    try:
+        result = await search.search(q)
+    except QueryError as e:
+        return _refused(q, e.code, e.message), 422
+    except BusyError:
+        return _refused(q, "busy", BUSY), 503
+    return search_response(result).model_dump(mode="json") | {"error": None}, 200
+
+
+@router.get("/search", response_class=HTMLResponse)
+async def search(request: Request, search: SearchServiceDep, q: str = "") -> Response:
+    # An empty box means "show the collection again", not a mistake to point out.
+    if q == "":
+        return HTMLResponse("", headers={"HX-Replace-Url": "/"})
+    context, status = await search_context(search, q)
+    response = templates().TemplateResponse(
+        request, "partials/search_results.html", context, status_code=status
+    )
+    # A reload (or a shared link) lands on the same search: the page renders /?q= itself.
+    response.headers["HX-Replace-Url"] = "/?" + urlencode({"q": q})
+    return response
+
+
+def _card(image: ImageOut, score: float | None, status: int = 200, **context: Any) -> HTMLResponse:
+    hit = {"score": score} if score is not None else None
+    html = render(
+        "partials/image_card.html", image=image.model_dump(mode="json"), oob=False, hit=hit, **context
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+def _gone(image_id: int, message: str | None = None) -> HTMLResponse:
+    """The image is not there (any more): its cards leave this page, with a toast if there is news."""
+    html = render("partials/image_deleted.html", image_id=image_id)
+    if message:
+        html += render("partials/toast.html", level="info", message=message)
+    # Only the out-of-band parts apply; the card that asked is removed by them, not swapped.
+    return HTMLResponse(html, headers={"HX-Reswap": "none"})
+
+
+@router.post("/images/{image_id}/caption", response_class=HTMLResponse)
+async def edit_caption(
+    image_id: int,
+    images: ImageServiceDep,
+    caption: Annotated[str, Form()] = "",
+    score: Annotated[float | None, Form()] = None,
+) -> Response:
+    """Save a person's caption; answers the re-rendered card (a search hit keeps its score until the
+    search runs again, which the edit's live update sets off)."""
+    # Checked here rather than by FastAPI, whose refusal would be JSON, not a message on the card.
+    text = caption.strip()
+    problem, status = None, 422
+    if score is not None:
+        score = min(1.0, max(0.0, score))
+    if not text:
+        problem = "Write a caption, or press Cancel to keep the current one."
+    elif len(text) > MAX_CAPTION_CHARS:
+        problem = f"A caption can be at most {MAX_CAPTION_CHARS} characters; this one has {len(text)}."
+    try:
+        if problem is None:
+            return _card(ImageOut.of(await images.edit_caption(image_id, text)), score)
+        current = ImageOut.of(await images.get(image_id))
+    except NotFoundError:
+        return _gone(image_id, "That image was deleted, so its caption was not saved.")
+    except BusyError:
+        current, problem, status = ImageOut.of(await images.get(image_id)), BUSY, 503
+    return _card(current, score, status, editing=True, draft=caption, error=problem)
+
+
+@router.delete("/images/{image_id}", response_class=HTMLResponse)
+async def delete_image(image_id: int, images: ImageServiceDep) -> Response:
+    # Already gone (another page deleted it first) ends the same way: the card leaves this page.
+    with contextlib.suppress(NotFoundError):
+        await images.delete(image_id)
+    return _gone(image_id)
