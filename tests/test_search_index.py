@@ -10,7 +10,8 @@ import pytest
 
 from capsearch.config import Settings
 from capsearch.ml.base import Embedder
-from capsearch.ml.registry import build_embedder, packaged_weights, spec_for
+from capsearch.ml.factory import build_embedder
+from capsearch.ml.registry import packaged_weights, spec_for
 from capsearch.search import persist
 from capsearch.search.index import VectorIndex, auto_nprobe, checksum, ivf_lists
 from capsearch.services.search import QueryError, clean_query, hybrid_score, keyword_match, keywords

@@ -19,7 +19,7 @@ from capsearch.app import create_app, index_dir
 from capsearch.cli import cmd_reindex
 from capsearch.config import Settings
 from capsearch.db.models import Image
-from capsearch.ml.registry import build_embedder
+from capsearch.ml.factory import build_embedder
 from capsearch.search import persist
 from capsearch.services.indexing import SearchIndexer
 from tests.search_helpers import CAPTIONS, ScriptedCaptioner, assert_index_matches_database, upload_captioned

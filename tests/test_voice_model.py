@@ -10,7 +10,7 @@ import torch
 
 from capsearch.config import DEFAULT_TRANSCRIBER_CPU_ID, DEFAULT_TRANSCRIBER_GPU_ID, ModelSettings
 from capsearch.errors import ModelUnavailableError
-from capsearch.ml import registry
+from capsearch.ml import factory, registry
 from capsearch.ml.base import Model
 from capsearch.ml.tiny import build_tiny_whisper
 from capsearch.ml.transcriber import WhisperTranscriber, tidy_transcript
@@ -105,6 +105,6 @@ def test_build_transcriber_builds_the_tiny_one_offline(tmp_path: Path) -> None:
         _env_file=None,  # type: ignore[call-arg]
         models=ModelSettings(profile="tiny", cache_dir=tmp_path, allow_download=False, device="cpu"),
     )
-    t = registry.build_transcriber(settings)
+    t = factory.build_transcriber(settings)
     assert not t.loaded and t.language == "en"
     assert (tmp_path / "tiny" / "whisper-transcriber" / "config.json").is_file()

@@ -46,19 +46,19 @@ class SchemaOutOfDateError(RuntimeError):
 
 
 def default_captioner(settings: Settings) -> Model[PILImage.Image, str]:
-    from capsearch.ml.registry import build_captioner  # torch is heavy; only the real app pays for it
+    from capsearch.ml.factory import build_captioner  # torch is heavy; only the real app pays for it
 
     return build_captioner(settings)
 
 
 def default_embedder(settings: Settings) -> Embedder:
-    from capsearch.ml.registry import build_embedder
+    from capsearch.ml.factory import build_embedder
 
     return build_embedder(settings)
 
 
 def default_transcriber(settings: Settings) -> Model[np.ndarray, str]:
-    from capsearch.ml.registry import build_transcriber
+    from capsearch.ml.factory import build_transcriber
 
     return build_transcriber(settings)
 

@@ -53,7 +53,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
-    from capsearch.ml.registry import download_profile, list_models
+    from capsearch.ml.catalog import download_profile, list_models
 
     if args.action == "download":
         profile = args.profile or settings.models.profile

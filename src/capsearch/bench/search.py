@@ -131,7 +131,7 @@ def bench_size(n: int, rotation: np.ndarray) -> list[dict[str, Any]]:
 def bench_query_embedding(repeats: int = 50) -> dict[str, Any]:
     """The other half of a search request: turning the query into a vector (MiniLM, CPU, batch 1)."""
     from capsearch.config import Settings
-    from capsearch.ml.registry import build_embedder
+    from capsearch.ml.factory import build_embedder
 
     embedder = build_embedder(Settings(_env_file=None))
     embedder.load()

@@ -140,7 +140,7 @@ def _photo(seed: int) -> bytes:
 def _serve_main(settings_json: str, clip: np.ndarray, conn: Connection) -> None:
     """Child process: the server, away from the simulated pages' event loop and GIL."""
     from capsearch.app import create_app
-    from capsearch.ml.registry import build_transcriber
+    from capsearch.ml.factory import build_transcriber
 
     settings = Settings.model_validate_json(settings_json)
     transcriber = build_transcriber(settings)

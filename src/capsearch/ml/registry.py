@@ -17,7 +17,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from capsearch.config import (
@@ -27,14 +26,8 @@ from capsearch.config import (
     DEFAULT_TRANSCRIBER_GPU_ID,
     ModelProfile,
     ModelSettings,
-    Settings,
 )
 from capsearch.errors import ModelUnavailableError
-
-if TYPE_CHECKING:
-    from capsearch.ml.captioner import BlipCaptioner
-    from capsearch.ml.embedder import TextEmbedder
-    from capsearch.ml.transcriber import WhisperTranscriber
 
 # torch/transformers/huggingface_hub are imported inside functions: importing them costs ~8 s, and
 # `capsearch models list` or an error message should not pay that.
@@ -277,60 +270,6 @@ def ensure_available(spec: ModelSpec, settings: ModelSettings, *, download: bool
         raise _unavailable(spec, settings, "the download did not contain config.json and weights")
 
 
-def build_captioner(settings: Settings) -> BlipCaptioner:
-    """Ensure the captioner's files exist and return it UNLOADED (call `load()` off the event loop)."""
-    from capsearch.ml.captioner import BlipCaptioner
-    from capsearch.ml.device import resolve_device, resolve_dtype
-
-    models = settings.models
-    spec = spec_for(models, "captioner")
-    ensure_available(spec, models)
-    device = resolve_device(models.device)
-    return BlipCaptioner(
-        spec.model_id,
-        cache_dir=models.cache_dir,
-        device=device,
-        dtype=resolve_dtype(models.dtype, device),
-        max_new_tokens=models.caption_max_tokens,
-    )
-
-
-def build_embedder(settings: Settings) -> TextEmbedder:
-    """Ensure the embedder's files exist and return it UNLOADED (call `load()` off the event loop)."""
-    from capsearch.ml.device import resolve_device
-    from capsearch.ml.embedder import TextEmbedder
-
-    models = settings.models
-    spec = spec_for(models, "embedder")
-    ensure_available(spec, models)
-    return TextEmbedder(
-        spec.model_id,
-        cache_dir=models.cache_dir,
-        device=resolve_device(models.device),
-        max_tokens=models.embed_max_tokens,
-        label=spec.name,
-    )
-
-
-def build_transcriber(settings: Settings) -> WhisperTranscriber:
-    """Ensure the transcriber's files exist and return it UNLOADED (call `load()` off the event loop)."""
-    from capsearch.ml.device import resolve_device, resolve_dtype
-    from capsearch.ml.transcriber import WhisperTranscriber
-
-    models = settings.models
-    spec = spec_for(models, "transcriber")
-    ensure_available(spec, models)
-    device = resolve_device(models.device)
-    return WhisperTranscriber(
-        spec.model_id,
-        cache_dir=models.cache_dir,
-        device=device,
-        dtype=resolve_dtype(models.dtype, device),
-        language=None if models.language in (None, "", "auto") else models.language,
-        max_new_tokens=models.transcriber_max_tokens,
-    )
-
-
 def embedder_dim(spec: ModelSpec, settings: ModelSettings) -> int:
     """The vector size of an embedder, from its config.json (no weights loaded, no torch import)."""
     import json
@@ -339,52 +278,3 @@ def embedder_dim(spec: ModelSpec, settings: ModelSettings) -> int:
     if directory is None:
         raise _unavailable(spec, settings, "its files are not on disk")
     return int(json.loads((directory / "config.json").read_text())["hidden_size"])
-
-
-def download_profile(settings: ModelSettings, profile: ModelProfile) -> list[tuple[ModelSpec, str]]:
-    """Fetch (or build) every model of `profile`; returns each spec with its local directory.
-
-    An explicit command, so it downloads even when `allow_download` is off for the running app.
-    """
-    done = []
-    for spec in profile_specs(settings, profile):
-        ensure_available(spec, settings, download=True)
-        done.append((spec, str(local_dir(spec, settings))))
-    return done
-
-
-def _dir_size(path: Path) -> int:
-    # Hub snapshots hold symlinks into blobs/; stat() follows them, so this is the real size.
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _human(size: int) -> str:
-    if size < 1024:
-        return f"{size} B"
-    value = size / 1024
-    for unit in ("KB", "MB"):
-        if value < 1024:
-            return f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"
-
-
-def list_models(settings: ModelSettings) -> list[dict[str, Any]]:
-    """Rows for `capsearch models list`, both profiles. Keys: role, id, profile, active (bool),
-    cached ("yes"/"no"), path and size (strings, "" when not cached)."""
-    rows: list[dict[str, Any]] = []
-    for profile in PROFILES:
-        for spec in profile_specs(settings, profile):
-            path = local_dir(spec, settings)
-            rows.append(
-                {
-                    "role": spec.role,
-                    "id": spec.name,
-                    "profile": profile,
-                    "active": profile == settings.profile,
-                    "cached": "yes" if path else "no",
-                    "path": str(path) if path else "",
-                    "size": _human(_dir_size(path)) if path else "",
-                }
-            )
-    return rows

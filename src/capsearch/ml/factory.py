@@ -1,0 +1,73 @@
+"""Build the configured models, unloaded: the registry puts their files on disk first.
+
+Each returns a model that is not loaded yet; the app loads it off the event loop (`load()` in a
+thread), so startup never blocks serving on a model that is still reading its weights.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from capsearch.config import ModelSettings, Settings
+from capsearch.ml.registry import ModelSpec, ensure_available, spec_for
+
+if TYPE_CHECKING:
+    from capsearch.ml.captioner import BlipCaptioner
+    from capsearch.ml.embedder import TextEmbedder
+    from capsearch.ml.transcriber import WhisperTranscriber
+
+# Model classes import torch (~8 s): each builder imports its own only when it is called.
+
+
+def _ready(models: ModelSettings, role: str) -> ModelSpec:
+    spec = spec_for(models, role)
+    ensure_available(spec, models)
+    return spec
+
+
+def build_captioner(settings: Settings) -> BlipCaptioner:
+    from capsearch.ml.captioner import BlipCaptioner
+    from capsearch.ml.device import resolve_device, resolve_dtype
+
+    models = settings.models
+    spec = _ready(models, "captioner")
+    device = resolve_device(models.device)
+    return BlipCaptioner(
+        spec.model_id,
+        cache_dir=models.cache_dir,
+        device=device,
+        dtype=resolve_dtype(models.dtype, device),
+        max_new_tokens=models.caption_max_tokens,
+    )
+
+
+def build_embedder(settings: Settings) -> TextEmbedder:
+    from capsearch.ml.device import resolve_device
+    from capsearch.ml.embedder import TextEmbedder
+
+    models = settings.models
+    spec = _ready(models, "embedder")
+    return TextEmbedder(
+        spec.model_id,
+        cache_dir=models.cache_dir,
+        device=resolve_device(models.device),
+        max_tokens=models.embed_max_tokens,
+        label=spec.name,
+    )
+
+
+def build_transcriber(settings: Settings) -> WhisperTranscriber:
+    from capsearch.ml.device import resolve_device, resolve_dtype
+    from capsearch.ml.transcriber import WhisperTranscriber
+
+    models = settings.models
+    spec = _ready(models, "transcriber")
+    device = resolve_device(models.device)
+    return WhisperTranscriber(
+        spec.model_id,
+        cache_dir=models.cache_dir,
+        device=device,
+        dtype=resolve_dtype(models.dtype, device),
+        language=None if models.language in (None, "", "auto") else models.language,
+        max_new_tokens=models.transcriber_max_tokens,
+    )
