@@ -29,7 +29,9 @@ from capsearch.config import (
 )
 from capsearch.db import migrate
 from capsearch.db.session import create_engine
-from capsearch.ml.registry import build_captioner, ensure_available, profile_specs
+from capsearch.ml.factory import build_captioner
+from capsearch.ml.registry import ensure_available, profile_specs
+from tests.fakes import FakeCaptioner
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
 
@@ -114,8 +116,16 @@ async def _serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def captioner_factory() -> CaptionerFactory:
-    """The real BLIP loading path over the tiny model; tests replace it with fakes where needed."""
+def fake_captioner() -> FakeCaptioner:
+    return FakeCaptioner()
+
+
+@pytest.fixture
+def captioner_factory(request: pytest.FixtureRequest, fake_captioner: FakeCaptioner) -> CaptionerFactory:
+    """The real BLIP loading path over the tiny model; modules marked `fake_captioner` get the fake
+    (the same instance as the `fake_captioner` fixture, so a test can hold its gate)."""
+    if request.node.get_closest_marker("fake_captioner"):
+        return lambda _settings: fake_captioner
     return build_captioner
 
 

@@ -8,21 +8,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from capsearch.app import CaptionerFactory, create_app
+from capsearch.app import create_app
 from capsearch.config import BatchSettings, Settings
 from tests.conftest import _serve, photo_bytes
 from tests.fakes import FakeCaptioner
 from tests.test_api_images import count_rows, files, state_of
 
-
-@pytest.fixture
-def fake_captioner() -> FakeCaptioner:
-    return FakeCaptioner()
-
-
-@pytest.fixture
-def captioner_factory(fake_captioner: FakeCaptioner) -> CaptionerFactory:
-    return lambda _settings: fake_captioner
+pytestmark = pytest.mark.fake_captioner
 
 
 async def test_concurrent_clients_are_grouped_into_batches(

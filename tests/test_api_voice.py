@@ -23,12 +23,9 @@ from tests.conftest import _serve, photo_bytes
 from tests.fakes import FakeCaptioner
 from tests.voicekit import encode, make_speech_wav, read_wav, silence, tone, wav_bytes
 
+pytestmark = pytest.mark.fake_captioner
+
 REAL_WHISPER = os.environ.get("CAPSEARCH_TEST_WHISPER_DIR")
-
-
-@pytest.fixture
-def captioner_factory() -> CaptionerFactory:
-    return lambda _settings: FakeCaptioner()
 
 
 @pytest.fixture(scope="module")

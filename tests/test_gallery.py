@@ -11,13 +11,14 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image as PILImage
 
-from capsearch.app import CaptionerFactory
 from capsearch.config import GallerySettings, Settings
 from capsearch.services.gallery import ExampleCaption, Gallery
 from capsearch.templating import web_dir
 from tests.conftest import photo_bytes
 from tests.fakes import FakeCaptioner
 from tests.test_api_images import files, state_of
+
+pytestmark = pytest.mark.fake_captioner
 
 EXAMPLES = web_dir() / "static" / "examples"
 
@@ -103,16 +104,6 @@ async def test_examples_are_captioned_and_not_stored(client: httpx.AsyncClient, 
     assert sorted(r.example.key for r in landed) == sorted(e.key for e in examples)
     assert all(isinstance(r.caption, str) and r.caption for r in landed)
     assert (await client.get("/api/images")).json()["total"] == 0
-
-
-@pytest.fixture
-def fake_captioner() -> FakeCaptioner:
-    return FakeCaptioner()
-
-
-@pytest.fixture
-def captioner_factory(fake_captioner: FakeCaptioner) -> CaptionerFactory:
-    return lambda _settings: fake_captioner
 
 
 @pytest.fixture

@@ -8,20 +8,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from capsearch.app import CaptionerFactory
 from capsearch.config import Settings
 from tests.fakes import FakeCaptioner
 from tests.ws_page import Page, page, root_of, state_of, stored
 
-
-@pytest.fixture
-def fake_captioner() -> FakeCaptioner:
-    return FakeCaptioner()
-
-
-@pytest.fixture
-def captioner_factory(fake_captioner: FakeCaptioner) -> CaptionerFactory:
-    return lambda _settings: fake_captioner
+pytestmark = pytest.mark.fake_captioner
 
 
 @pytest.fixture

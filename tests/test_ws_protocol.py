@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from capsearch.app import CaptionerFactory, create_app
+from capsearch.app import create_app
 from capsearch.config import BatchSettings, Settings
 from capsearch.ws.frames import encode_chunk
 from tests import imagefactory as make
@@ -22,10 +22,7 @@ from tests.conftest import photo_bytes
 from tests.fakes import FakeCaptioner
 from tests.ws_page import Page, page, partials, state_of, stored, sweep
 
-
-@pytest.fixture
-def captioner_factory() -> CaptionerFactory:
-    return lambda _settings: FakeCaptioner()
+pytestmark = pytest.mark.fake_captioner
 
 
 @pytest.fixture

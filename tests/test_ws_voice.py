@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from capsearch.app import CaptionerFactory, create_app
+from capsearch.app import create_app
 from capsearch.config import Settings
 from capsearch.voice.audio import PCM_F32LE, PCM_S16LE
 from capsearch.ws.frames import encode_pcm_frame
@@ -24,10 +24,7 @@ from tests.fakes import FakeCaptioner
 from tests.voicekit import frames, make_speech_wav, read_wav, silence, tone, wav_bytes
 from tests.ws_page import Page, page, signal_after, state_of, stored
 
-
-@pytest.fixture
-def captioner_factory() -> CaptionerFactory:
-    return lambda _settings: FakeCaptioner()
+pytestmark = pytest.mark.fake_captioner
 
 
 @pytest.fixture
