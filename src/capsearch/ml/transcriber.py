@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-from capsearch.errors import ModelUnavailableError
+from capsearch.ml.pretrained import PretrainedModel
 
 SAMPLE_RATE = 16_000
 # Decoder prompt: <|startoftranscript|> <|lang|> <|transcribe|> <|notimestamps|>.
@@ -32,7 +32,7 @@ def tidy_transcript(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-class WhisperTranscriber:
+class WhisperTranscriber(PretrainedModel):
     """`Model[np.ndarray, str]`: 16 kHz mono float32 clips in, one transcript per clip out, in order."""
 
     name = "transcriber"
@@ -47,39 +47,15 @@ class WhisperTranscriber:
         language: str | None = "en",
         max_new_tokens: int = 128,
     ) -> None:
-        self.model_id = model_id
-        self.cache_dir = Path(cache_dir)
-        self.device = device
-        self.dtype = dtype
+        super().__init__(model_id, cache_dir=cache_dir, device=device, dtype=dtype)
         # None: Whisper detects the language of each clip (costs one more decoder step).
         self.language = language
         self.max_new_tokens = max_new_tokens
-        self._model: Any = None
-        self._processor: Any = None
-
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    def describe(self) -> str:
-        return f"{self.model_id} on {self.device} ({str(self.dtype).removeprefix('torch.')})"
 
     def load(self) -> None:
-        if self._model is not None:
+        if self.loaded:
             return
-        # local_files_only: getting the files is the registry's job; see BlipCaptioner.load().
-        try:
-            processor = _Processor.from_pretrained(
-                self.model_id, cache_dir=self.cache_dir, local_files_only=True
-            )
-            model = _Whisper.from_pretrained(
-                self.model_id, cache_dir=self.cache_dir, dtype=self.dtype, local_files_only=True
-            )
-        except (OSError, ValueError) as exc:  # ValueError: a missing path is not a valid Hub id either
-            raise ModelUnavailableError(
-                f"The transcriber model '{self.model_id}' could not be loaded ({exc}). Fix: run `capsearch "
-                "models download`, or start with CAPSEARCH_MODELS__PROFILE=tiny for an offline demo."
-            ) from exc
+        processor, model = self._load_local(_Processor, _Whisper, dtype=self.dtype)
         self._set_generation_defaults(model)
         self._processor = processor
         self._model = model.to(self.device).eval()
@@ -123,9 +99,3 @@ class WhisperTranscriber:
         if len(texts) != len(batch):
             raise RuntimeError(f"transcriber returned {len(texts)} transcripts for {len(batch)} clips")
         return [tidy_transcript(t) for t in texts]
-
-    def close(self) -> None:
-        self._model = None
-        self._processor = None
-        if self.device.startswith("cuda") and torch.cuda.is_available():
-            torch.cuda.empty_cache()
