@@ -1,9 +1,15 @@
 # capsearch server image. Models and data live in volumes so a new image keeps both.
-#   docker build -t capsearch .                          # CPU build of torch
-#   docker build --build-arg TORCH_INDEX=cu128 -t capsearch .   # CUDA 12.8 build of torch
+#   docker build -t capsearch .                                  # CPU build of torch
+#   docker build --build-arg TORCH_INDEX=cu128 -t capsearch .    # CUDA 12.8 build of torch
 #   docker run -p 8000:8000 -v capsearch-models:/models_cache -v capsearch-data:/data capsearch
-FROM python:3.11-slim
 
+# The page's JavaScript (htmx and its WebSocket extension) comes from npm, pinned by the lockfile.
+FROM node:20-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+
+FROM python:3.11-slim
 ARG TORCH_INDEX=cpu
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -20,9 +26,11 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY src ./src
 COPY alembic ./alembic
 RUN pip install -e .
+COPY web ./web
+COPY --from=web /web/node_modules ./web/node_modules
 
 VOLUME ["/models_cache", "/data"]
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
+HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
 # Migrate, then serve: a new volume or a new version always starts on the right schema.
 CMD ["sh", "-c", "capsearch migrate && exec capsearch serve"]
