@@ -196,11 +196,14 @@ async def test_drop_photos_watch_captions_and_reload(server: str, tmp_path: Path
             assert await page.locator("#collection .card").count() == 4
 
             await page.screenshot(path=str(ARTIFACTS / "browser-final.png"), full_page=True)
-            # Keyboard: skip link, home link, the search box, then the file picker, with a visible focus ring.
+            # Keyboard: skip link, home link, the search box, its microphone, then the file picker, with a
+            # visible focus ring.
             await page.locator("body").focus()
             for _ in range(3):
                 await page.keyboard.press("Tab")
             assert await page.evaluate("() => document.activeElement.id") == "search-input"
+            await page.keyboard.press("Tab")
+            assert await page.evaluate("() => document.activeElement.id") == "voice-button"
             await page.keyboard.press("Tab")
             assert await page.evaluate("() => document.activeElement.id") == "file-input"
             await page.locator("#dropzone").screenshot(path=str(ARTIFACTS / "browser-focus.png"))

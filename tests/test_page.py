@@ -131,6 +131,31 @@ async def test_empty_collection_says_so(client: httpx.AsyncClient) -> None:
     assert "Nothing here yet" in html
 
 
+async def test_page_has_an_empty_hidden_gallery_with_the_idle_delay(client: httpx.AsyncClient) -> None:
+    html = (await client.get("/")).text
+    gallery = r'<section id="gallery" class="gallery-section" hidden[^>]*data-idle-seconds="8.0"'
+    assert re.search(gallery, html)
+    assert html.index('id="gallery"') < html.index('id="collection"')
+    assert '<script src="/static/js/idle.js" defer></script>' in html
+
+
+async def test_page_has_a_microphone_button_and_a_voice_panel(client: httpx.AsyncClient) -> None:
+    html = (await client.get("/")).text
+    form = html[html.index('<form id="search-form"') : html.index("</form>")]
+    assert re.search(r'<button id="voice-button" class="mic-button" type="button" aria-pressed="false"', form)
+    assert 'aria-label="Search by voice"' in form
+    assert re.search(r'<section id="voice-panel"[^>]*hidden', html)
+    assert html.index('id="voice-panel"') < html.index('id="search-results"')
+    assert re.search(r'<p id="voice-transcript"[^>]*aria-live="polite"', html)
+    assert re.search(r'<audio id="voice-audio"[^>]*controls', html)
+    assert '<meter id="voice-level"' in html
+    assert '<script src="/static/js/voice.js" defer></script>' in html
+    # The AudioWorklet module is loaded by URL and must be a same-origin script (CSP script-src 'self').
+    worklet = await client.get("/static/js/pcm-worklet.js")
+    assert worklet.status_code == 200 and worklet.headers["content-type"].startswith("text/javascript")
+    assert "registerProcessor('pcm-capture'" in worklet.text
+
+
 @pytest.mark.parametrize("stage", ["uploading", "queued", "captioning", "done", "failed"])
 def test_upload_status_partial_follows_the_contract(stage: str) -> None:
     html = render(

@@ -71,6 +71,7 @@ async def index(
             "max_parallel": settings.uploads.max_parallel,
             "query": q,
             "results": results,
+            "idle_seconds": settings.gallery.idle_seconds,
         },
     )
     response.headers["Content-Security-Policy"] = CSP
