@@ -131,19 +131,7 @@ def tiny_blip_in_memory(seed: int = 0) -> tuple[Any, Any]:
 
 def build_tiny_blip(out_dir: Path, seed: int = 0) -> Path:
     """Build the tiny BLIP and save model + processor to `out_dir` (replacing it). Under a second."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    model, processor = tiny_blip_in_memory(seed)
-    # Build next to the target and rename, so a crash or a concurrent reader never sees half a model.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
-    try:
-        with _quiet_progress():
-            model.save_pretrained(tmp)
-            processor.save_pretrained(tmp)
-        _replace_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    return _save(out_dir, *tiny_blip_in_memory(seed))
 
 
 def _replace_dir(new: Path, target: Path) -> None:
@@ -244,9 +232,13 @@ def tiny_whisper_in_memory(seed: int = 0) -> tuple[Any, Any]:
 
 def build_tiny_whisper(out_dir: Path, seed: int = 0) -> Path:
     """Build the tiny Whisper and save model + processor to `out_dir` (replacing it). Under a second."""
+    return _save(out_dir, *tiny_whisper_in_memory(seed))
+
+
+def _save(out_dir: Path, model: Any, processor: Any) -> Path:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    model, processor = tiny_whisper_in_memory(seed)
+    # Build next to the target and rename, so a crash or a concurrent reader never sees half a model.
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     try:
         with _quiet_progress():
