@@ -58,7 +58,8 @@ async def batcher(model: GatedTranscriber) -> AsyncIterator[Batcher[np.ndarray, 
 
 @pytest.fixture
 async def streams(batcher: Batcher[np.ndarray, str]) -> AsyncIterator[VoiceStreams]:
-    s = VoiceStreams(VoiceSettings(max_seconds=5), batcher)
+    # first_partial_ms=0: these tests are about passes and coalescing; the threshold has its own test.
+    s = VoiceStreams(VoiceSettings(max_seconds=5, first_partial_ms=0), batcher)
     yield s
     await s.stop()
 
@@ -89,6 +90,23 @@ async def test_audio_arriving_during_a_pass_coalesces_into_one_next_pass(
     assert (transcript.text, transcript.seconds) == ("heard 22400 samples", 1.4)
     assert model.batches == [[6400], [22400]]
     assert len(streams) == 0
+
+
+async def test_the_first_partial_waits_for_enough_speech(
+    batcher: Batcher[np.ndarray, str], model: GatedTranscriber
+) -> None:
+    streams = VoiceStreams(VoiceSettings(max_seconds=5, min_speech_ms=100, first_partial_ms=500), batcher)
+    owner = Owner()
+    stream = streams.open("stream-1", owner)
+    streams.feed(stream, f32(tone(0.2)))  # speech, but too little to transcribe
+    streams.feed(stream, f32(silence(1.0)))
+    streams.feed(stream, f32(tone(0.2)))
+    assert stream.task is None and batcher.depth == 0 and model.batches == []
+    streams.feed(stream, f32(tone(0.2)))  # 0.6 s of speech now: the first pass goes
+    await entered(model)
+    model.release()
+    assert (await owner.next_partial())[1] == "heard 25600 samples"
+    await streams.stop()
 
 
 async def test_concurrent_streams_share_a_batch(streams: VoiceStreams, model: GatedTranscriber) -> None:
@@ -179,7 +197,7 @@ async def test_a_stream_never_stopped_times_out(streams: VoiceStreams, model: Ga
 
 
 async def test_stream_limits(batcher: Batcher[np.ndarray, str]) -> None:
-    streams = VoiceStreams(VoiceSettings(max_streams=2), batcher)
+    streams = VoiceStreams(VoiceSettings(max_streams=2, first_partial_ms=0), batcher)
     owner = Owner()
     first = streams.open("stream-a", owner)
     with pytest.raises(CapsearchError) as duplicate:

@@ -110,6 +110,9 @@ class VoiceSettings(BaseModel):
     # 1.0; 0.01 is -40 dBFS, above a quiet room's hiss and below a voice at arm's length).
     speech_rms: float = Field(0.01, gt=0, le=1)
     min_speech_ms: float = Field(150.0, ge=0)
+    # Partials start once this much speech has been heard: on a fraction of a word Whisper invents text
+    # ("Thank you."), which would flash on the page before the real words.
+    first_partial_ms: float = Field(500.0, ge=0)
     # A recording that gets no audio for this long and was never stopped is dropped.
     stream_timeout_s: float = Field(15.0, gt=0)
     max_streams_per_connection: int = Field(2, ge=1, le=16, description="one recording + one finishing")

@@ -101,6 +101,7 @@ class VoiceStreams:
         self._sweeper: asyncio.Task[None] | None = None
         self._max_samples = int(settings.max_seconds * SAMPLE_RATE)
         self._min_loud = int(settings.min_speech_ms * SAMPLE_RATE / 1000)
+        self._first_partial_loud = max(self._min_loud, int(settings.first_partial_ms * SAMPLE_RATE / 1000))
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -157,11 +158,12 @@ class VoiceStreams:
             return
         stream.chunks.append(samples)
         stream.samples += samples.size
-        if not stream.speech:
+        if stream.loud < self._first_partial_loud:
             stream.loud += loud_samples(samples, self.settings.speech_rms)
             stream.speech = stream.loud >= self._min_loud
-        # Until someone speaks there is nothing to transcribe (and Whisper invents words for silence).
-        if stream.speech and stream.task is None:
+        # Until someone has said enough there is nothing to transcribe (Whisper invents words for
+        # silence and for half a syllable alike).
+        if stream.loud >= self._first_partial_loud and stream.task is None:
             stream.task = asyncio.create_task(self._partials(stream), name=f"voice-{stream.id}")
 
     async def _partials(self, stream: VoiceStream) -> None:
