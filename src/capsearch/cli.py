@@ -209,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Alembic announces every plugin it loads at INFO; only its migration lines are worth showing.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # One line per HTTP request (the import's, the benchmarks') would bury progress bars and tables.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # FAISS narrates which of its builds it loads (and that the AVX2 one is absent: dispatch is dynamic).
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     func: Callable[[Settings, argparse.Namespace], int] = args.func

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from capsearch.bench.offline import BenchProfile, bench_captioner_offline, format_table
@@ -58,8 +57,6 @@ def _search_tables(quick: bool) -> list[str]:
 
 
 def run_benchmarks(settings: Settings, *, quick: bool = False, only: str | None = None) -> int:
-    # One log line per benchmark request would bury the tables.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     tables: list[str] = []
     if only in (None, "captioner"):
         tables += _captioner_tables(quick)
