@@ -1,25 +1,118 @@
-"""Shared by the browser tests that build their own app: a real uvicorn server for any app, Chromium with
-a fake microphone, and a collector of the page's console errors (see tests/test_browser.py)."""
+"""Shared by the browser tests: where Chromium is and how it is launched, real sample photos, a real
+uvicorn server for any app (conftest's `server` fixture uses it), a fake microphone, and a collector
+of the page's console errors.
+
+Needs Debian's /usr/bin/chromium and the `playwright` Python package (no Playwright browser download).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import io
+import random
+import shutil
+import socket
+import subprocess
+import sys
 import threading
+import warnings
+import zipfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import uvicorn
 from fastapi import FastAPI
+from PIL import Image as PILImage
 
 from capsearch.server import uvicorn_config
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, free_port
 from tests.voicekit import make_speech_wav, read_wav, silence, wav_bytes
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+PIP_DOWNLOAD = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
+PHOTO_NAMES = ["chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# Every browser test module: `pytestmark = BROWSER` (plus its own marks).
+BROWSER = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install chromium"),
+]
 
 FAKE_UI = "--use-fake-ui-for-media-stream"  # grants the microphone without asking
 FAKE_DEVICE = "--use-fake-device-for-media-stream"
+
+
+def real_photos() -> list[Path]:
+    """Public-domain sample photos from the scikit-image wheel (its data README lists them), cached."""
+    cache = ARTIFACTS / "photos"
+    paths = [cache / n for n in PHOTO_NAMES]
+    if all(p.is_file() for p in paths):
+        return paths
+    cache.mkdir(parents=True, exist_ok=True)
+    download = cache / "wheel"
+    try:
+        subprocess.run(
+            [*PIP_DOWNLOAD, "scikit-image", "-d", str(download)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        wheel = next(download.glob("scikit_image-*.whl"))
+        with zipfile.ZipFile(wheel) as z:
+            for p in paths:
+                p.write_bytes(z.read(f"skimage/data/{p.name}"))
+    except (subprocess.SubprocessError, StopIteration, KeyError, OSError) as e:
+        warnings.warn(f"no real photos ({e}); using generated images instead", stacklevel=1)
+        return generated_photos(cache)
+    finally:
+        shutil.rmtree(download, ignore_errors=True)
+    return paths
+
+
+def generated_photos(folder: Path) -> list[Path]:
+    out = []
+    for i in range(len(PHOTO_NAMES)):
+        rnd = random.Random(i)
+        img = PILImage.linear_gradient("L").resize((512, 384)).convert("RGB")
+        for _ in range(20):
+            x, y = rnd.randrange(512), rnd.randrange(384)
+            img.paste(tuple(rnd.randrange(256) for _ in range(3)), (x, y, x + 60, y + 60))
+        path = folder / f"generated-{i}.jpg"
+        img.save(path, "JPEG", quality=90)
+        out.append(path)
+    return out
+
+
+def noise_jpeg(path: Path, min_bytes: int) -> Path:
+    """A real JPEG over the size limit: noise does not compress."""
+    side = 1400
+    while True:
+        rnd = random.Random(side)
+        img = PILImage.frombytes("RGB", (side, side), rnd.randbytes(side * side * 3))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=95)
+        if buf.tell() > min_bytes:
+            path.write_bytes(buf.getvalue())
+            return path
+        side += 400
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @asynccontextmanager

@@ -31,6 +31,7 @@ from capsearch.db import migrate
 from capsearch.db.session import create_engine
 from capsearch.ml.factory import build_captioner
 from capsearch.ml.registry import ensure_available, profile_specs
+from tests.browserkit import serve
 from tests.fakes import FakeCaptioner
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
@@ -138,6 +139,13 @@ async def app(settings: Settings, captioner_factory: CaptionerFactory) -> FastAP
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async for c in _serve(app):
         yield c
+
+
+@pytest.fixture
+async def server(app: FastAPI) -> AsyncIterator[str]:
+    """The app in a real uvicorn server on a free port (for the browser tests); yields its base URL."""
+    async with serve(app) as url:
+        yield url
 
 
 def photo_bytes(seed: int, size: tuple[int, int] = (320, 240), fmt: str = "JPEG") -> bytes:

@@ -7,129 +7,22 @@ to test-artifacts/.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import io
 import random
-import shutil
-import socket
-import subprocess
-import sys
-import threading
-import warnings
-import zipfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from PIL import Image as PILImage
 
 from capsearch.config import UploadSettings
-from capsearch.server import uvicorn_config
 from tests.browser_js import ALL_DONE_JS, DROP_JS, MAX_IN_PROGRESS_JS, SOCKET_PROBE_JS
+from tests.browserkit import ARTIFACTS, BROWSER, CHROMIUM, CHROMIUM_ARGS, noise_jpeg, real_photos
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-PIP_DOWNLOAD = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
-PHOTO_NAMES = ["chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png"]
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install chromium"),
-]
+pytestmark = BROWSER
 async_playwright: Any = pytest.importorskip(
     "playwright.async_api", reason="needs the playwright package: pip install playwright"
 ).async_playwright
-
-
-def real_photos() -> list[Path]:
-    """Public-domain sample photos from the scikit-image wheel (its data README lists them), cached."""
-    cache = ARTIFACTS / "photos"
-    paths = [cache / n for n in PHOTO_NAMES]
-    if all(p.is_file() for p in paths):
-        return paths
-    cache.mkdir(parents=True, exist_ok=True)
-    download = cache / "wheel"
-    try:
-        subprocess.run(
-            [*PIP_DOWNLOAD, "scikit-image", "-d", str(download)],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-        wheel = next(download.glob("scikit_image-*.whl"))
-        with zipfile.ZipFile(wheel) as z:
-            for p in paths:
-                p.write_bytes(z.read(f"skimage/data/{p.name}"))
-    except (subprocess.SubprocessError, StopIteration, KeyError, OSError) as e:
-        warnings.warn(f"no real photos ({e}); using generated images instead", stacklevel=1)
-        return generated_photos(cache)
-    finally:
-        shutil.rmtree(download, ignore_errors=True)
-    return paths
-
-
-def generated_photos(folder: Path) -> list[Path]:
-    out = []
-    for i in range(len(PHOTO_NAMES)):
-        rnd = random.Random(i)
-        img = PILImage.linear_gradient("L").resize((512, 384)).convert("RGB")
-        for _ in range(20):
-            x, y = rnd.randrange(512), rnd.randrange(384)
-            img.paste(tuple(rnd.randrange(256) for _ in range(3)), (x, y, x + 60, y + 60))
-        path = folder / f"generated-{i}.jpg"
-        img.save(path, "JPEG", quality=90)
-        out.append(path)
-    return out
-
-
-def noise_jpeg(path: Path, min_bytes: int) -> Path:
-    """A real JPEG over the size limit: noise does not compress."""
-    side = 1400
-    while True:
-        rnd = random.Random(side)
-        img = PILImage.frombytes("RGB", (side, side), rnd.randbytes(side * side * 3))
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=95)
-        if buf.tell() > min_bytes:
-            path.write_bytes(buf.getvalue())
-            return path
-        side += 400
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def server(app: FastAPI) -> AsyncIterator[str]:
-    port = free_port()
-    config = uvicorn_config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, name="uvicorn", daemon=True)
-    thread.start()
-    for _ in range(600):
-        if srv.started or not thread.is_alive():
-            break
-        await asyncio.sleep(0.1)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    await asyncio.to_thread(thread.join, 30)
 
 
 async def test_drop_photos_watch_captions_and_reload(server: str, tmp_path: Path) -> None:

@@ -25,12 +25,9 @@ from capsearch.state import AppState
 from capsearch.templating import web_dir
 from tests.browser_js import SOCKET_PROBE_JS
 from tests.browser_scenes import beach
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, server  # noqa: F401
+from tests.browserkit import ARTIFACTS, BROWSER, CHROMIUM, CHROMIUM_ARGS
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install chromium"),
-]
+pytestmark = BROWSER
 async_playwright: Any = pytest.importorskip(
     "playwright.async_api", reason="needs the playwright package: pip install playwright"
 ).async_playwright
@@ -112,7 +109,7 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def browser_page(server: str) -> AsyncIterator[tuple[Any, list[str]]]:  # noqa: F811
+async def browser_page(server: str) -> AsyncIterator[tuple[Any, list[str]]]:
     """A 1280 × 900 page on the app with the socket probe, and the console errors it logs."""
     ARTIFACTS.mkdir(exist_ok=True)
     problems: list[str] = []
@@ -137,7 +134,7 @@ async def until(check: Any, what: str, within_s: float = 10.0) -> None:
 
 
 async def test_an_idle_page_shows_captioned_examples(
-    server: str,  # noqa: F811
+    server: str,
     app: FastAPI,
     browser_page: tuple[Any, list[str]],
     captioner: ExampleCaptioner,
@@ -200,7 +197,7 @@ async def test_an_idle_page_shows_captioned_examples(
 
 
 async def test_activity_stops_pending_examples_and_a_later_idle_brings_new_ones(
-    server: str,  # noqa: F811
+    server: str,
     app: FastAPI,
     browser_page: tuple[Any, list[str]],
     captioner: ExampleCaptioner,

@@ -18,12 +18,9 @@ from PIL import Image as PILImage
 
 from capsearch.app import CaptionerFactory
 from tests.browser_scenes import PhotoCaptioner, beach
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, real_photos, server  # noqa: F401
+from tests.browserkit import ARTIFACTS, BROWSER, CHROMIUM, CHROMIUM_ARGS, real_photos
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install chromium"),
-]
+pytestmark = BROWSER
 async_playwright: Any = pytest.importorskip(
     "playwright.async_api", reason="needs the playwright package: pip install playwright"
 ).async_playwright
@@ -63,7 +60,7 @@ def captioner_factory(scene: dict[str, Path]) -> CaptionerFactory:
 
 
 @pytest.fixture
-async def api(server: str) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811
+async def api(server: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server, timeout=60) as client:
         yield client
 
@@ -84,7 +81,7 @@ async def caption_of(page: Any, selector: str) -> str:
     return str(await page.locator(f"{selector} .caption").text_content()).strip()
 
 
-async def test_search_edit_and_delete(server: str, api: httpx.AsyncClient, scene: dict[str, Path]) -> None:  # noqa: F811
+async def test_search_edit_and_delete(server: str, api: httpx.AsyncClient, scene: dict[str, Path]) -> None:
     ids = await upload(api, *(p for n, p in scene.items() if n != "two-dogs.jpg"))
     for name, text in EDITS.items():
         assert (await api.patch(f"/api/images/{ids[name]}", json={"caption": text})).status_code == 200

@@ -23,15 +23,20 @@ from capsearch.app import CaptionerFactory, create_app
 from capsearch.config import Settings
 from tests.browser_js import SOCKET_PROBE_JS
 from tests.browser_scenes import beach
-from tests.browserkit import launch, microphone_args, quiet_wav, serve, speech_with_pause, watch_console
+from tests.browserkit import (
+    ARTIFACTS,
+    BROWSER,
+    launch,
+    microphone_args,
+    quiet_wav,
+    real_photos,
+    serve,
+    speech_with_pause,
+    watch_console,
+)
 from tests.conftest import photo_bytes
-from tests.test_browser import ARTIFACTS, CHROMIUM, real_photos
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.fake_captioner,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install chromium"),
-]
+pytestmark = [*BROWSER, pytest.mark.fake_captioner]
 async_playwright: Any = pytest.importorskip(
     "playwright.async_api", reason="needs the playwright package: pip install playwright"
 ).async_playwright
