@@ -13,7 +13,6 @@ pressed stop is waiting for hits, while a partial only refreshes text already on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -25,6 +24,7 @@ import numpy as np
 from capsearch.batching import Priority
 from capsearch.config import VoiceSettings
 from capsearch.errors import CapsearchError
+from capsearch.periodic import Periodic, sweep_interval
 from capsearch.voice.audio import SAMPLE_RATE, AudioError, loud_samples, no_speech
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,9 @@ class VoiceStreams:
         self.settings = settings
         self.transcriber = transcriber
         self._streams: dict[str, VoiceStream] = {}
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper = Periodic(
+            "sweeping voice streams", sweep_interval(settings.stream_timeout_s, ceiling_s=5.0), self.sweep
+        )
         self._max_samples = int(settings.max_seconds * SAMPLE_RATE)
         self._min_loud = int(settings.min_speech_ms * SAMPLE_RATE / 1000)
         self._first_partial_loud = max(self._min_loud, int(settings.first_partial_ms * SAMPLE_RATE / 1000))
@@ -106,25 +108,12 @@ class VoiceStreams:
     # ---- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="voice-sweeper")
+        self._sweeper.start()
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        await self._sweeper.stop()
         for stream in list(self._streams.values()):
             self.discard(stream)
-
-    async def _sweep_forever(self) -> None:
-        interval = min(max(self.settings.stream_timeout_s / 4, 0.05), 5.0)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                self.sweep()
-            except Exception:  # the sweeper must outlive one bad pass
-                log.exception("sweeping voice streams failed")
 
     def __len__(self) -> int:
         return len(self._streams)

@@ -9,7 +9,6 @@ thread.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import shutil
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from capsearch.config import UploadSettings
 from capsearch.errors import CapsearchError
+from capsearch.periodic import Periodic, sweep_interval
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -72,7 +72,10 @@ class UploadRegistry:
         self.settings = settings
         self.directory = directory
         self._uploads: dict[str, PartialUpload] = {}
-        self._sweeper: asyncio.Task[None] | None = None
+        timeout = min(settings.stall_timeout_s, settings.partial_ttl_s)
+        self._sweeper = Periodic(
+            "sweeping partial uploads", sweep_interval(timeout, ceiling_s=15.0), self.sweep
+        )
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -81,29 +84,13 @@ class UploadRegistry:
         removed = await asyncio.to_thread(_empty_directory, self.directory)
         if removed:
             log.info("deleted %d partial upload(s) left by a previous run", removed)
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="upload-sweeper")
+        self._sweeper.start()
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        await self._sweeper.stop()
         # A new process could not resume them: their running hashes die with this one.
         uploads, self._uploads = list(self._uploads.values()), {}
         await asyncio.to_thread(_unlink_all, [u.path for u in uploads])
-
-    @property
-    def sweep_interval(self) -> float:
-        return min(max(min(self.settings.stall_timeout_s, self.settings.partial_ttl_s) / 4, 0.05), 15.0)
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.sweep_interval)
-            try:
-                await self.sweep()
-            except Exception:  # the sweeper must outlive one bad pass (a full disk, say)
-                log.exception("sweeping partial uploads failed")
 
     # ---- uploads ------------------------------------------------------------------------------
 
