@@ -14,6 +14,27 @@
 (function () {
   'use strict';
 
+  // One toast builder for every page script (uploads, search, voice): a message the page itself
+  // decides to show. Toasts from the server arrive as fragments (partials/toast.html) instead.
+  window.capsearchToast = function (message, level) {
+    var toasts = document.getElementById('toasts');
+    if (!toasts) return;
+    var t = document.createElement('div');
+    t.className = 'toast toast-' + (level || 'error');
+    t.setAttribute('role', 'alert');
+    var text = document.createElement('span');
+    text.className = 'toast-message';
+    text.textContent = message;
+    var close = document.createElement('button');
+    close.type = 'button';
+    close.className = 'toast-close';
+    close.setAttribute('aria-label', 'Dismiss');
+    close.textContent = '×';
+    t.appendChild(text);
+    t.appendChild(close);
+    toasts.appendChild(t);
+  };
+
   // A removal of an element this page does not show is dropped: htmx would log it as an error.
   // From the socket, a card whose own delete request is in flight (search.js marks it) is left to
   // that request's answer: removed now, it would take the button along, and htmx handles the answer

@@ -120,22 +120,7 @@
 
   // Answers htmx does not swap (a server error, a lost connection) still deserve a word.
   function toast(message) {
-    var toasts = document.getElementById('toasts');
-    if (!toasts) return;
-    var t = document.createElement('div');
-    t.className = 'toast toast-error';
-    t.setAttribute('role', 'alert');
-    var text = document.createElement('span');
-    text.className = 'toast-message';
-    text.textContent = message;
-    var close = document.createElement('button');
-    close.type = 'button';
-    close.className = 'toast-close';
-    close.setAttribute('aria-label', 'Dismiss');
-    close.textContent = '×';
-    t.appendChild(text);
-    t.appendChild(close);
-    toasts.appendChild(t);
+    window.capsearchToast(message);
   }
 
   document.addEventListener('htmx:responseError', function () {

@@ -61,14 +61,7 @@
   }
 
   function toast(level, message) {
-    var t = el('div', 'toast toast-' + level);
-    t.setAttribute('role', 'alert');
-    t.appendChild(el('span', 'toast-message', message));
-    var close = el('button', 'toast-close', '×');
-    close.type = 'button';
-    close.setAttribute('aria-label', 'Dismiss');
-    t.appendChild(close);
-    toasts.appendChild(t);
+    window.capsearchToast(message, level);
   }
 
   function send(obj) {

@@ -28,7 +28,6 @@
   var playback = document.getElementById('voice-playback');
   var audio = document.getElementById('voice-audio');
   var stopButton = panel.querySelector('[data-action="voice-stop"]');
-  var toasts = document.getElementById('toasts');
   var announcer = document.getElementById('announcer');
 
   var RATE = 16000;
@@ -75,21 +74,7 @@
   }
 
   function toast(text) {
-    if (!toasts) return;
-    var t = document.createElement('div');
-    t.className = 'toast toast-error';
-    t.setAttribute('role', 'alert');
-    var span = document.createElement('span');
-    span.className = 'toast-message';
-    span.textContent = text;
-    var close = document.createElement('button');
-    close.type = 'button';
-    close.className = 'toast-close';
-    close.setAttribute('aria-label', 'Dismiss');
-    close.textContent = '×';
-    t.appendChild(span);
-    t.appendChild(close);
-    toasts.appendChild(t);
+    window.capsearchToast(text);
   }
 
   function newId() {
