@@ -24,6 +24,7 @@ from capsearch.config import (
     DatabaseSettings,
     LimitSettings,
     ModelSettings,
+    ServerSettings,
     Settings,
     StorageSettings,
 )
@@ -35,6 +36,7 @@ from tests.browserkit import serve
 from tests.fakes import FakeCaptioner
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+TEST_HOSTS = ["testserver", "test"]
 
 
 def _db_params() -> list[str]:
@@ -106,6 +108,8 @@ def settings(db_url: str, models_cache: Path, tmp_path: Path) -> Settings:
         models=ModelSettings(profile="tiny", cache_dir=models_cache, allow_download=False, device="cpu"),
         caption_batch=BatchSettings(max_batch_size=8, max_wait_ms=10, queue_limit=64),
         limits=LimitSettings(),
+        # The test clients' own host names (httpx's ASGITransport and Starlette's TestClient).
+        server=ServerSettings(allowed_hosts=TEST_HOSTS),
     )
 
 

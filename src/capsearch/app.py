@@ -23,6 +23,7 @@ from capsearch.db.migrate import current_revision, head_revision
 from capsearch.db.session import create_engine, session_factory
 from capsearch.events import EventBus
 from capsearch.ml.base import Embedder, Model
+from capsearch.ratelimit import RateLimits
 from capsearch.services.gallery import Gallery
 from capsearch.services.images import ImageService
 from capsearch.services.indexing import SearchIndexer
@@ -189,6 +190,7 @@ def create_app(
                 ),
                 voice_streams=voice_streams,
                 gallery=gallery,
+                rate_limits=RateLimits(settings.rate_limits),
             )
             await service.resume_unfinished()
             log.info("capsearch ready: captioner %s, embedder %s", _model_label(captioner), embedder.label)

@@ -117,6 +117,11 @@ class VoiceSettings(BaseModel):
     stream_timeout_s: float = Field(15.0, gt=0)
     max_streams_per_connection: int = Field(2, ge=1, le=16, description="one recording + one finishing")
     max_streams: int = Field(64, ge=1, description="live recordings in the whole app")
+    # One client (an IP address) may not take every recording slot, however many sockets it opens.
+    max_streams_per_client: int = Field(4, ge=1, le=64, description="live recordings per client")
+    # The page sends 200 ms frames; tiny frames cost a message each for almost no audio. A shorter
+    # frame is allowed only as the last one before `voice.stop` (the page flushes what is left).
+    min_frame_samples: int = Field(320, ge=1, le=16_000, description="20 ms at 16 kHz")
 
 
 class GallerySettings(BaseModel):
@@ -133,10 +138,49 @@ class GallerySettings(BaseModel):
 
 
 class ServerSettings(BaseModel):
+    """Who may talk to the server, and the limits that keep one client from holding it (docs/security.md)."""
+
     host: str = "127.0.0.1"
     port: int = 8000
-    # Extra origins allowed to open the WebSocket (same host is always allowed), e.g. behind a proxy.
+    # Host names the server answers to, besides the loopback names and `host` itself; "*" allows any
+    # (only behind a reverse proxy that checks Host). Guards against DNS rebinding.
+    allowed_hosts: list[str] = []
+    # Extra origins allowed to write (POST/PATCH/DELETE, the WebSocket), e.g. behind a proxy. An
+    # origin whose host is an allowed host on the same scheme is always allowed.
     allowed_origins: list[str] = []
+    # Transport limits (uvicorn): an idle keep-alive connection is closed after this long ...
+    keep_alive_s: float = Field(5.0, gt=0, le=300)
+    # ... a request whose headers are larger is refused with 431/400 ...
+    max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+    # ... and past this many connections and tasks at once new requests get 503.
+    max_concurrency: int = Field(512, ge=1)
+    # A request body must arrive completely within this long, and never pause longer than
+    # `body_idle_timeout_s` between two parts: a client sending 1 byte/s cannot hold a worker.
+    body_timeout_s: float = Field(120.0, gt=0)
+    body_idle_timeout_s: float = Field(15.0, gt=0)
+    # On SIGTERM, requests waiting for captions (`wait=true`) get this long, then 503 shutting_down.
+    shutdown_grace_s: float = Field(5.0, ge=0, le=300)
+
+
+class RateLimitSettings(BaseModel):
+    """Per-client token buckets (a client = its IP address); over the limit → 429 `rate_limited`.
+
+    Each bucket refills at `*_per_minute` and holds at most `*_burst` tokens. The defaults leave the
+    page's search-as-you-type and a drop of a hundred photos well inside them.
+    """
+
+    enabled: bool = True
+    # One token per uploaded file over the socket, one per REST upload request.
+    uploads_per_minute: float = Field(240.0, gt=0)
+    uploads_burst: int = Field(120, ge=1)
+    # Typed searches (REST and the page's search box) and caption edits.
+    searches_per_minute: float = Field(600.0, gt=0)
+    searches_burst: int = Field(60, ge=1)
+    # Voice: REST transcriptions / voice searches and live recordings started.
+    voice_per_minute: float = Field(60.0, gt=0)
+    voice_burst: int = Field(20, ge=1)
+    # Buckets of clients not seen for a while are forgotten; this caps the memory they take.
+    max_clients: int = Field(10_000, ge=1)
 
 
 class UploadSettings(BaseModel):
@@ -149,6 +193,27 @@ class UploadSettings(BaseModel):
     stall_timeout_s: float = Field(60.0, gt=0, description="no chunk for this long on a live socket")
     partial_ttl_s: float = Field(600.0, gt=0, description="how long a dropped upload may be resumed")
     max_message_bytes: int = Field(300 * 1024, description="largest WebSocket message accepted")
+    # However many sockets one client (IP address) opens, it has at most this many uploads in
+    # progress or waiting to be resumed.
+    max_per_client: int = Field(12, ge=1, le=1024, description="partial uploads per client")
+    # All partial uploads together may reserve at most this much disk (their declared sizes).
+    max_partial_bytes: int = Field(1024 * 1024 * 1024, ge=1024 * 1024, description="bytes on disk")
+
+
+class MaintenanceSettings(BaseModel):
+    """Background repair: what a crash or an outage left behind is put right without a restart."""
+
+    # How often the sweeper looks for rows stuck in flight and files with no row.
+    sweep_interval_s: float = Field(30.0, gt=0)
+    # A row `received`/`captioning` with no live caption task for this long is queued again.
+    stuck_after_s: float = Field(60.0, gt=0)
+    # Temp files (interrupted atomic writes) older than this are deleted.
+    temp_file_age_s: float = Field(60.0, gt=0)
+    # Stored files with no row are deleted once this old (an upload between its file write and its
+    # row insert must not lose its files).
+    orphan_grace_s: float = Field(300.0, gt=0)
+    # A caption whose database write fails (an outage) is retried with backoff up to this long.
+    db_retry_s: float = Field(300.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -173,7 +238,9 @@ class Settings(BaseSettings):
     gallery: GallerySettings = GallerySettings()
     limits: LimitSettings = LimitSettings()
     server: ServerSettings = ServerSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
     uploads: UploadSettings = UploadSettings()
+    maintenance: MaintenanceSettings = MaintenanceSettings()
 
 
 @lru_cache

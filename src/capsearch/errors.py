@@ -10,14 +10,25 @@ class CapsearchError(Exception):
 
     code: str = "error"
     status_code: int = 400
+    # Seconds after which trying again may succeed (sent as `Retry-After`); None: retrying won't help.
+    retry_after: float | None = None
 
-    def __init__(self, message: str, *, code: str | None = None, status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         if status_code is not None:
             self.status_code = status_code
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class IntakeError(CapsearchError):
@@ -44,6 +55,7 @@ class BusyError(CapsearchError):
 
     code = "busy"
     status_code = 503
+    retry_after = 2.0
 
 
 class ShuttingDownError(CapsearchError):
@@ -51,6 +63,22 @@ class ShuttingDownError(CapsearchError):
 
     code = "shutting_down"
     status_code = 503
+    retry_after = 5.0
+
+
+class RateLimitedError(CapsearchError):
+    """One client sent more of one kind of request than its limit allows (`retry_after` says when)."""
+
+    code = "rate_limited"
+    status_code = 429
+
+
+class DatabaseUnavailableError(CapsearchError):
+    """The database cannot be reached right now; nothing was changed, and retrying later will work."""
+
+    code = "database_unavailable"
+    status_code = 503
+    retry_after = 5.0
 
 
 class ModelError(CapsearchError):

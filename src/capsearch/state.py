@@ -12,6 +12,7 @@ from capsearch.batching import Batcher
 from capsearch.config import Settings
 from capsearch.events import EventBus
 from capsearch.ml.base import Embedder, Model
+from capsearch.ratelimit import RateLimits
 from capsearch.services.gallery import Gallery
 from capsearch.services.images import ImageService
 from capsearch.services.indexing import SearchIndexer
@@ -42,3 +43,4 @@ class AppState:
     voice: VoiceService
     voice_streams: VoiceStreams
     gallery: Gallery
+    rate_limits: RateLimits

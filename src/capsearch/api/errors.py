@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -9,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from capsearch.errors import BusyError, CapsearchError
+from capsearch.errors import CapsearchError
 
 RETRY_AFTER_S = "2"
 
@@ -20,7 +21,8 @@ def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
 
 async def _capsearch_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, CapsearchError)
-    headers = {"Retry-After": RETRY_AFTER_S} if isinstance(exc, BusyError) or exc.status_code == 503 else None
+    retry = exc.retry_after if exc.retry_after is not None else (2.0 if exc.status_code == 503 else None)
+    headers = {"Retry-After": str(math.ceil(retry))} if retry is not None else None
     return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code, headers=headers)
 
 
