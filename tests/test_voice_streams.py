@@ -178,7 +178,7 @@ async def test_the_buffer_cap_ends_the_stream(streams: VoiceStreams, model: Gate
     assert caught.value.code == "audio_too_long"
     assert "at most 5 seconds" in caught.value.message
     assert streams.get("too-long") is None
-    assert stream.chunks == []  # its audio is gone
+    assert stream.buffer.size == 0  # its audio is gone
 
 
 async def test_a_stream_never_stopped_times_out(streams: VoiceStreams, model: GatedTranscriber) -> None:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import numpy as np
 
 from capsearch.batching import Batcher, Priority
 from capsearch.config import VoiceSettings
+from capsearch.errors import CapsearchError
 from capsearch.services.search import SearchResult, SearchService
 from capsearch.voice.audio import SAMPLE_RATE, AudioError, decode_audio, loud_samples, no_speech
 from capsearch.voice.streams import Transcript
+
+log = logging.getLogger(__name__)
 
 
 def has_speech(samples: np.ndarray, settings: VoiceSettings) -> bool:
@@ -41,7 +45,14 @@ class VoiceService:
 
     async def decode(self, data: bytes) -> np.ndarray:
         """Any supported file to 16 kHz mono float32, in a worker thread; raises AudioError."""
-        return await asyncio.to_thread(decode_audio, data, self.settings.max_seconds)
+        try:
+            return await asyncio.to_thread(decode_audio, data, self.settings.max_seconds)
+        except CapsearchError:
+            raise
+        except Exception as exc:
+            # Whatever a hostile file makes the decoders raise is that file's fault, not a server error.
+            log.warning("decoding an audio file failed unexpectedly", exc_info=True)
+            raise AudioError("corrupt_audio", "This audio file is damaged and could not be decoded.") from exc
 
     async def transcribe(self, samples: np.ndarray) -> Transcript:
         """Transcribe a whole clip; raises AudioError(no_speech) for silence without asking the model."""

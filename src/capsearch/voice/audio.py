@@ -21,6 +21,10 @@ import numpy as np
 from capsearch.errors import CapsearchError
 
 SAMPLE_RATE = 16_000
+# Sample rates a file may declare. Real recorders use 8-384 kHz; a header outside this is damaged or
+# hostile (0 Hz divides by zero, 4 GHz overflows the resampler), never audio worth hearing.
+MIN_FILE_RATE = 1_000
+MAX_FILE_RATE = 384_000
 # Speech detection looks at the loudness of short windows: 20 ms is a pitch period or two.
 _WINDOW = SAMPLE_RATE // 50
 
@@ -35,6 +39,8 @@ class AudioError(CapsearchError):
         "audio_too_long": 413,
         "no_speech": 422,
         "bad_pcm": 400,
+        "bad_audio": 422,
+        "frame_too_small": 400,
     }
 
     def __init__(self, code: str, message: str) -> None:
@@ -83,7 +89,23 @@ def decode_audio(data: bytes, max_seconds: float) -> np.ndarray:
         raise AudioError("empty_audio", "This recording contains no audio.")
     if samples.size > max_seconds * SAMPLE_RATE:
         raise too_long(max_seconds)
+    if not np.isfinite(samples).all():  # what the resampler made of samples the checks below let by
+        raise not_finite()
     return samples
+
+
+def not_finite() -> AudioError:
+    # The same refusal as a live frame's (bad_pcm): Whisper hears NaN as "!!!!" rather than as silence.
+    return AudioError("bad_audio", "This recording contains NaN or infinite samples.")
+
+
+def _check_rate(rate: int, what: str) -> None:
+    if not MIN_FILE_RATE <= rate <= MAX_FILE_RATE:
+        raise AudioError(
+            "unsupported_audio",
+            f"This {what} file declares a sample rate of {rate:,} Hz; "
+            f"{MIN_FILE_RATE:,} to {MAX_FILE_RATE:,} Hz can be read.",
+        )
 
 
 def _read_wav(data: bytes, max_seconds: float) -> np.ndarray | None:
@@ -96,7 +118,8 @@ def _read_wav(data: bytes, max_seconds: float) -> np.ndarray | None:
                 w.getframerate(),
                 w.getnframes(),
             )
-            if channels < 1 or width not in (1, 2, 3, 4) or rate < 1000:
+            _check_rate(rate, "WAV")
+            if channels < 1 or width not in (1, 2, 3, 4):
                 return None
             # The header's frame count is checked before reading: a lying header cannot make us allocate.
             if frames > max_seconds * rate + rate:
@@ -107,8 +130,13 @@ def _read_wav(data: bytes, max_seconds: float) -> np.ndarray | None:
     usable = len(raw) - len(raw) % (width * channels)
     if usable == 0:
         raise AudioError("empty_audio", "This recording contains no audio.")
-    pcm = _int_pcm(raw[:usable], width).reshape(-1, channels).mean(axis=1, dtype=np.float32)
-    return pcm if rate == SAMPLE_RATE else resample(pcm, rate)
+    pcm: np.ndarray = _int_pcm(raw[:usable], width).reshape(-1, channels).mean(axis=1, dtype=np.float32)
+    if rate == SAMPLE_RATE:
+        return pcm
+    try:
+        return resample(pcm, rate)
+    except Exception as exc:  # whatever FFmpeg makes of a header the checks above let by
+        raise AudioError("corrupt_audio", "This WAV file is damaged and could not be decoded.") from exc
 
 
 def _int_pcm(raw: bytes, width: int) -> np.ndarray:
@@ -144,6 +172,9 @@ def resample(samples: np.ndarray, rate: int) -> np.ndarray:
     return out
 
 
+_FLOAT_FORMATS = frozenset({"flt", "fltp", "dbl", "dblp"})
+
+
 def _read_with_av(data: bytes, fmt: str, max_seconds: float) -> np.ndarray:
     av = _av()
     limit = int(max_seconds * SAMPLE_RATE)
@@ -153,8 +184,14 @@ def _read_with_av(data: bytes, fmt: str, max_seconds: float) -> np.ndarray:
         with av.open(io.BytesIO(data), format=fmt, mode="r") as container:
             if not container.streams.audio:
                 raise AudioError("unsupported_audio", "This file has no audio track.")
+            stream = container.streams.audio[0]
+            _check_rate(int(stream.codec_context.sample_rate or 0), FORMAT_NAMES[fmt])
             resampler = _resampler(av)
-            for frame in container.decode(container.streams.audio[0]):
+            for frame in container.decode(stream):
+                # Checked before resampling, which would smear a NaN over its neighbours or clip an
+                # infinity to full scale.
+                if frame.format.name in _FLOAT_FORMATS and not np.isfinite(frame.to_ndarray()).all():
+                    raise not_finite()
                 for out in resampler.resample(frame):
                     parts.append(out.to_ndarray()[0])
                     total += parts[-1].size
@@ -164,7 +201,7 @@ def _read_with_av(data: bytes, fmt: str, max_seconds: float) -> np.ndarray:
             parts += [out.to_ndarray()[0] for out in resampler.resample(None)]
     except AudioError:
         raise
-    except (av.FFmpegError, ValueError, IndexError, EOFError) as exc:
+    except Exception as exc:  # FFmpeg errors, and whatever a hostile header makes the resampler raise
         what = FORMAT_NAMES[fmt]
         raise AudioError(
             "corrupt_audio", f"This {what} file is damaged or incomplete and could not be decoded."

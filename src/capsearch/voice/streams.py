@@ -1,10 +1,11 @@
 """Live voice streams: PCM in while someone speaks, partial transcripts out, one final transcript at stop.
 
-Per stream the audio grows in memory (16 kHz mono float32, at most `max_seconds`). While recording,
-the whole buffer is transcribed again and again through the transcriber's batcher, because Whisper
-has no streaming mode: each pass sees everything said so far. At most one pass per stream is ever
-queued or running; audio that arrives meanwhile waits and goes into the next pass, all of it at once
-(coalescing), so a slow model makes partials less frequent, never later and later.
+Per stream the audio grows in one float32 buffer (16 kHz mono, at most `max_seconds`) that doubles when
+full: nothing is kept per frame. While recording, the whole buffer is transcribed again and again
+through the transcriber's batcher, because Whisper has no streaming mode: each pass sees everything
+said so far. At most one pass per stream is ever queued or running; audio that arrives meanwhile waits
+and goes into the next pass, all of it at once (coalescing), so a slow model makes partials less
+frequent, never later and later.
 
 Partial passes run at background priority and final passes at interactive priority: the person who
 pressed stop is waiting for hits, while a partial only refreshes text already on screen.
@@ -25,9 +26,13 @@ from capsearch.batching import Priority
 from capsearch.config import VoiceSettings
 from capsearch.errors import CapsearchError
 from capsearch.periodic import Periodic, sweep_interval
+from capsearch.ratelimit import ClientSlots
 from capsearch.voice.audio import SAMPLE_RATE, AudioError, loud_samples, no_speech
 
 log = logging.getLogger(__name__)
+
+# A stream's buffer starts at 2 s of audio and doubles: a 30 s recording is copied four times in all.
+_FIRST_CAPACITY = 2 * SAMPLE_RATE
 
 
 class Transcriber(Protocol):
@@ -47,7 +52,7 @@ class StreamOwner(Protocol):
 
 
 class VoiceError(CapsearchError):
-    """A stream that cannot start or go on. Codes: duplicate_stream_id, busy, stream_timeout."""
+    """A stream that cannot start or go on. Codes: duplicate_stream_id, too_many_streams, busy."""
 
     def __init__(self, code: str, message: str, status_code: int = 409) -> None:
         super().__init__(message, code=code, status_code=status_code)
@@ -70,9 +75,12 @@ class VoiceStream:
     id: str
     owner: StreamOwner
     search: bool  # run a search with the final transcript
-    touched: float  # monotonic time of the last frame (or the start)
-    chunks: list[np.ndarray] = field(default_factory=list)
+    touched: float  # monotonic time of the last frame with samples (or the start)
+    client: str | None = None  # whose per-client slot it holds (None: not counted)
+    # The audio so far is buffer[:samples]; the rest is room to grow into.
+    buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     samples: int = 0
+    short_frame: bool = False  # a frame below the minimum arrived: only voice.stop may follow it
     loud: int = 0  # samples in windows loud enough to be speech
     speech: bool = False
     finishing: bool = False  # stopped: no more audio, the final pass is on its way
@@ -85,10 +93,19 @@ class VoiceStream:
         return self.samples / SAMPLE_RATE
 
     def audio(self) -> np.ndarray:
-        """Everything received so far, as one array (joined once, then kept joined)."""
-        if len(self.chunks) != 1:
-            self.chunks = [np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)]
-        return self.chunks[0]
+        """Everything received so far: a view that later frames never change (they land past its end,
+        or in a new buffer once this one is full), so a pass may read it while more audio arrives."""
+        return self.buffer[: self.samples]
+
+    def append(self, samples: np.ndarray, max_samples: int) -> None:
+        end = self.samples + samples.size
+        if end > self.buffer.size:
+            capacity = min(max_samples, max(end, 2 * self.buffer.size, _FIRST_CAPACITY))
+            grown = np.empty(capacity, np.float32)
+            grown[: self.samples] = self.buffer[: self.samples]
+            self.buffer = grown
+        self.buffer[self.samples : end] = samples
+        self.samples = end
 
 
 class VoiceStreams:
@@ -98,6 +115,7 @@ class VoiceStreams:
         self.settings = settings
         self.transcriber = transcriber
         self._streams: dict[str, VoiceStream] = {}
+        self._clients = ClientSlots(settings.max_streams_per_client)
         self._sweeper = Periodic(
             "sweeping voice streams", sweep_interval(settings.stream_timeout_s, ceiling_s=5.0), self.sweep
         )
@@ -123,14 +141,30 @@ class VoiceStreams:
 
     # ---- streams ------------------------------------------------------------------------------
 
-    def open(self, stream_id: str, owner: StreamOwner, *, search: bool = True) -> VoiceStream:
+    def held_by(self, client: str) -> int:
+        """How many recordings (live or finishing) this client holds."""
+        return self._clients.held(client)
+
+    def open(
+        self, stream_id: str, owner: StreamOwner, *, search: bool = True, client: str | None = None
+    ) -> VoiceStream:
+        """Start a stream; `client` (the socket's IP address) counts it against that client's cap."""
         if stream_id in self._streams:
             raise VoiceError("duplicate_stream_id", "Another recording already uses this id; pick a new one.")
+        if client is not None and not self._clients.acquire(client):
+            n = self.settings.max_streams_per_client
+            raise VoiceError(
+                "too_many_streams",
+                f"At most {n} recordings from one address can be in progress at once; stop one first.",
+                status_code=429,
+            )
         if len(self._streams) >= self.settings.max_streams:
+            if client is not None:
+                self._clients.release(client)
             raise VoiceError(
                 "busy", "Too many people are recording right now; try again in a moment.", status_code=503
             )
-        stream = VoiceStream(stream_id, owner, search, time.monotonic())
+        stream = VoiceStream(stream_id, owner, search, time.monotonic(), client)
         self._streams[stream_id] = stream
         return stream
 
@@ -142,11 +176,21 @@ class VoiceStreams:
             raise AudioError(
                 "audio_too_long", f"Recordings may be at most {limit} seconds long; this one was stopped."
             )
-        stream.touched = time.monotonic()
+        if stream.short_frame or samples.size < self.settings.min_frame_samples:
+            # Tiny frames cost a message each for next to no audio; only the page's final flush is short.
+            if stream.short_frame:
+                self.discard(stream)
+                n = self.settings.min_frame_samples
+                raise AudioError(
+                    "frame_too_small",
+                    f"Audio frames must hold at least {n:,} samples; only the last one before voice.stop "
+                    "may be shorter. This recording was stopped.",
+                )
+            stream.short_frame = True
         if samples.size == 0:
-            return
-        stream.chunks.append(samples)
-        stream.samples += samples.size
+            return  # no audio is no sign of life: the stall timeout still ends a silent sender
+        stream.touched = time.monotonic()
+        stream.append(samples, self._max_samples)
         if stream.loud < self._first_partial_loud:
             stream.loud += loud_samples(samples, self.settings.speech_rms)
             stream.speech = stream.loud >= self._min_loud
@@ -229,12 +273,14 @@ class VoiceStreams:
         """Forget a stream and its audio; a partial pass of it still queued leaves the queue."""
         if self._streams.get(stream.id) is stream:
             del self._streams[stream.id]
+            if stream.client is not None:
+                self._clients.release(stream.client)
         stream.finishing = True
         if stream.pending is not None and not stream.pending.future.done():
             stream.pending.future.cancel()
         if stream.task is not None:
             stream.task.cancel()
-        stream.chunks = []
+        stream.buffer = np.zeros(0, np.float32)  # a pass still running keeps its own view alive
 
     def discard_owner(self, owner: StreamOwner) -> int:
         """The owner's socket closed: its streams go at once (a recording cannot be resumed)."""

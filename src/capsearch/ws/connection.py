@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket
 from capsearch.db.models import Image
 from capsearch.errors import NotFoundError
 from capsearch.events import Event
+from capsearch.ratelimit import client_key
 from capsearch.state import AppState
 from capsearch.ws import fragments
 from capsearch.ws.frames import PcmFrame, parse_binary
@@ -66,6 +67,9 @@ class Connection:
         self.ws = websocket
         self.state = state
         self._id = f"ws-{uuid.uuid4().hex}"
+        # Per-client limits (uploads, recordings, rates) count every socket of one address together.
+        self.client = client_key(websocket)
+        self._failures = 0  # unexpected errors while handling a message: the first is logged in full
         self._outbox: asyncio.Queue[str | _Close] = asyncio.Queue(OUTBOX_SIZE)
         self._watch: dict[int, set[str]] = {}  # image id → upload ids whose status card follows it
         self._tasks: set[asyncio.Task[None]] = set()
@@ -127,21 +131,36 @@ class Connection:
                 return int(message.get("code") or 1005)
             data: bytes | None = message.get("bytes")
             text: str | None = message.get("text")
-            size = len(data) if data is not None else len(text.encode()) if text is not None else 0
+            # surrogatepass: a server that let a lone surrogate through must not make the count fail.
+            size = (
+                len(data) if data is not None else len(text.encode("utf-8", "surrogatepass")) if text else 0
+            )
             if size > limit:
                 await self._close(1009, f"Messages may be at most {limit} bytes.")
                 return 1009
             try:
-                if data is not None:
-                    frame = parse_binary(data)
-                    if isinstance(frame, PcmFrame):
-                        await self.voice.frame(frame)
-                    else:
-                        await self.uploads.chunk(frame)
-                elif text is not None:
-                    await self._on_message(parse_text(text))
+                await self._handle(data, text)
             except ProtocolError as e:
                 await self.send(ErrorOut(code=e.code, detail=e.detail, id=e.upload_id))
+            except Exception:
+                # A bug met by one message must not end the page's socket, nor its uploads and recordings.
+                self._failures += 1
+                if self._failures == 1:
+                    log.exception("handling a message on %s failed", self._id)
+                else:
+                    log.debug("handling a message on %s failed again", self._id, exc_info=True)
+                detail = "The server could not handle this message; try again."
+                await self.send(ErrorOut(code="internal_error", detail=detail))
+
+    async def _handle(self, data: bytes | None, text: str | None) -> None:
+        if data is not None:
+            frame = parse_binary(data)
+            if isinstance(frame, PcmFrame):
+                await self.voice.frame(frame)
+            else:
+                await self.uploads.chunk(frame)
+        elif text is not None:
+            await self._on_message(parse_text(text))
 
     async def _on_message(self, message: ClientMessage) -> None:
         if isinstance(message, Ping):
@@ -187,6 +206,9 @@ class Connection:
             try:
                 image = await self.state.images.get(int(event.payload["id"]))
             except NotFoundError:
+                continue
+            except Exception as e:  # a database outage must not end this page's live updates
+                log.warning("live update of image %s skipped: %s", event.payload["id"], e)
                 continue
             try:
                 if event.kind == "image.updated":

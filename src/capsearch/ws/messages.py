@@ -13,6 +13,11 @@ from capsearch.api.schemas import SearchHit
 UPLOAD_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 UPLOAD_ID = re.compile(UPLOAD_ID_PATTERN)
 UploadId = Annotated[str, Field(pattern=UPLOAD_ID_PATTERN)]
+# Every client message is a small flat object (a file name is the longest field): a text frame longer
+# than this is refused before it is parsed, which bounds what one message may cost the event loop.
+MAX_TEXT_CHARS = 16 * 1024
+# The largest integer a page's JavaScript holds exactly; a declared size above it is not a file size.
+MAX_SAFE_INTEGER = 2**53 - 1
 
 
 class ProtocolError(Exception):
@@ -34,7 +39,7 @@ class UploadStart(_In):
     type: Literal["upload.start"]
     id: UploadId
     name: str = Field(max_length=1024)
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=MAX_SAFE_INTEGER)
     mime: str = Field(max_length=255)
 
 
@@ -61,7 +66,9 @@ class Ping(_In):
 class VoiceStart(_In):
     type: Literal["voice.start"]
     id: UploadId  # same rules as upload ids
-    sample_rate: int = 16_000  # the only rate accepted: the page resamples, Whisper hears 16 kHz
+    # The only rate accepted is 16 kHz (the page resamples, Whisper hears 16 kHz); the bounds only keep
+    # an absurd number out of the refusal's sentence.
+    sample_rate: int = Field(16_000, ge=1, le=1_000_000)
     search: bool = True  # search with the final transcript and send `voice.hits`
 
 
@@ -140,6 +147,7 @@ class UploadRejected(_Out):
     code: str
     detail: str
     offset: int | None = None  # only for bad_offset: where the next chunk must start
+    retry_after: int | None = None  # seconds; only for refusals that pass with time (rate_limited, ...)
 
 
 class ErrorOut(_Out):
@@ -197,6 +205,7 @@ class VoiceErrorOut(_Out):
     id: str
     code: str
     detail: str
+    retry_after: int | None = None  # seconds; only for rate_limited
 
 
 ServerMessage = (
@@ -217,10 +226,18 @@ ServerMessage = (
 
 def parse_text(text: str) -> ClientMessage:
     """Parse one text frame; raises ProtocolError with bad_json, unknown_type or invalid_message."""
+    if len(text) > MAX_TEXT_CHARS:
+        raise ProtocolError("invalid_message", f"Text messages may be at most {MAX_TEXT_CHARS:,} characters.")
     try:
         raw: Any = json.loads(text)
-    except ValueError:
+    except json.JSONDecodeError:
         raise ProtocolError("bad_json", "This message is not valid JSON.") from None
+    except ValueError:  # Python refuses integers of more than 4,300 digits
+        raise ProtocolError("bad_json", "A number in this message has too many digits.") from None
+    except RecursionError:  # the parser gives up at a depth near 1,000, before reading much of the text
+        raise ProtocolError(
+            "bad_json", "This message is nested too deeply; messages are flat objects."
+        ) from None
     if not isinstance(raw, dict):
         raise ProtocolError("invalid_message", "A message must be a JSON object with a `type`.")
     kind = raw.get("type")
@@ -228,11 +245,15 @@ def parse_text(text: str) -> ClientMessage:
         raise ProtocolError("invalid_message", "This message has no `type`.")
     if kind not in CLIENT_TYPES:
         raise ProtocolError("unknown_type", f"Unknown message type {kind[:64]!r}.")
+    upload_id = _valid_id(raw.get("id") if isinstance(raw.get("id"), str) else None)
     try:
         return _CLIENT.validate_python(raw)
     except ValidationError as e:
-        upload_id = raw.get("id") if isinstance(raw.get("id"), str) else None
-        raise ProtocolError("invalid_message", _describe(kind, e), _valid_id(upload_id)) from None
+        raise ProtocolError("invalid_message", _describe(kind, e), upload_id) from None
+    except (ValueError, OverflowError, RecursionError):  # a value pydantic could not even compare
+        raise ProtocolError(
+            "invalid_message", f"This {kind} message has a value out of range.", upload_id
+        ) from None
 
 
 def _describe(kind: str, error: ValidationError) -> str:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from capsearch.api.multipart import clean_filename
-from capsearch.errors import CapsearchError, IntakeError
+from capsearch.errors import CapsearchError, IntakeError, RateLimitedError
 from capsearch.intake.images import too_large_error
 from capsearch.state import AppState
 from capsearch.ws import fragments
@@ -40,6 +41,9 @@ class Channel(Protocol):
     @property
     def id(self) -> str: ...
 
+    @property
+    def client(self) -> str: ...  # the client's key for per-client limits (its IP address)
+
     async def send(self, message: ServerMessage) -> None: ...
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
@@ -63,8 +67,17 @@ class UploadHandler:
 
     # ---- answers ------------------------------------------------------------------------------
 
-    async def reject(self, upload_id: str, code: str, detail: str, *, status_card: bool = True) -> None:
-        await self.channel.send(UploadRejected(id=upload_id, code=code, detail=detail))
+    async def reject(
+        self,
+        upload_id: str,
+        code: str,
+        detail: str,
+        *,
+        status_card: bool = True,
+        retry_after: float | None = None,
+    ) -> None:
+        wait = math.ceil(retry_after) if retry_after is not None else None
+        await self.channel.send(UploadRejected(id=upload_id, code=code, detail=detail, retry_after=wait))
         if status_card:
             error = {"code": code, "detail": detail}
             html = fragments.upload_status(upload_id, "failed", error=error)
@@ -95,6 +108,12 @@ class UploadHandler:
     # ---- messages -----------------------------------------------------------------------------
 
     async def start(self, message: UploadStart) -> None:
+        limits = self.state.rate_limits
+        try:
+            limits.take(limits.uploads, self.channel.client)
+        except RateLimitedError as e:
+            await self.reject(message.id, e.code, e.message, retry_after=e.retry_after)
+            return
         if self.registry.get(message.id) is not None:
             detail = "Another upload already uses this id; pick a new one."
             # No status card: that id's card belongs to the upload already using it.
@@ -107,8 +126,16 @@ class UploadHandler:
         name = clean_filename(message.name) or ""
         try:
             upload = await self.registry.create(
-                message.id, name=name, size=message.size, mime=message.mime, owner=self
+                message.id,
+                name=name,
+                size=message.size,
+                mime=message.mime,
+                owner=self,
+                client=self.channel.client,
             )
+        except UploadError as e:  # a per-client or global cap
+            await self.reject(message.id, e.code, e.message, retry_after=e.retry_after)
+            return
         except OSError:
             log.exception("creating upload %s failed", message.id)
             await self.reject(message.id, "internal_error", "The server could not store this upload.")

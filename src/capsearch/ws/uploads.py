@@ -4,6 +4,11 @@ Keying by upload id rather than by socket is what lets a page that lost its conn
 new one. Bytes go straight to one temp file per upload and the sha256 is updated as they arrive, so
 memory holds at most one chunk per upload until `upload.end`. Every file operation runs in a worker
 thread.
+
+Two caps keep partial uploads from filling the disk or the registry: each client (IP address, however
+many sockets it opens) holds at most `max_per_client` of them, in progress or waiting for a resume, and
+all of them together reserve at most `max_partial_bytes` (their declared sizes). Both are released
+wherever an upload leaves the registry (`_forget`), so no ending can leak a slot.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 from capsearch.config import UploadSettings
 from capsearch.errors import CapsearchError
 from capsearch.periodic import Periodic, sweep_interval
+from capsearch.ratelimit import ClientSlots
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -39,10 +45,12 @@ class UploadOwner(Protocol):
 
 
 class UploadError(CapsearchError):
-    """A chunk or an `upload.end` that cannot be accepted; `offset` is set for `bad_offset`."""
+    """An upload that cannot begin or go on; `offset` is set for `bad_offset`."""
 
-    def __init__(self, code: str, message: str, offset: int | None = None) -> None:
-        super().__init__(message, code=code)
+    def __init__(
+        self, code: str, message: str, offset: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, code=code, retry_after=retry_after)
         self.offset = offset
 
 
@@ -55,6 +63,7 @@ class PartialUpload:
     path: Path
     owner: UploadOwner | None  # None while no socket holds it (dropped, waiting to be resumed)
     touched: float  # monotonic time of the last sign of life: start, resume, chunk or drop
+    client: str = "unknown"  # who started it: holds one of that client's slots until it leaves
     offset: int = 0  # bytes written and acknowledged
     finishing: bool = False  # upload.end is being processed; no more bytes, no resume
     hasher: _Hash = field(default_factory=hashlib.sha256)
@@ -72,6 +81,8 @@ class UploadRegistry:
         self.settings = settings
         self.directory = directory
         self._uploads: dict[str, PartialUpload] = {}
+        self._clients = ClientSlots(settings.max_per_client)
+        self._reserved = 0  # declared bytes of every upload in the registry
         timeout = min(settings.stall_timeout_s, settings.partial_ttl_s)
         self._sweeper = Periodic(
             "sweeping partial uploads", sweep_interval(timeout, ceiling_s=15.0), self.sweep
@@ -89,7 +100,9 @@ class UploadRegistry:
     async def stop(self) -> None:
         await self._sweeper.stop()
         # A new process could not resume them: their running hashes die with this one.
-        uploads, self._uploads = list(self._uploads.values()), {}
+        uploads = list(self._uploads.values())
+        for upload in uploads:
+            self._forget(upload)
         await asyncio.to_thread(_unlink_all, [u.path for u in uploads])
 
     # ---- uploads ------------------------------------------------------------------------------
@@ -100,11 +113,45 @@ class UploadRegistry:
     def __len__(self) -> int:
         return len(self._uploads)
 
+    @property
+    def reserved_bytes(self) -> int:
+        """The declared sizes of every partial upload, together (what the global cap counts)."""
+        return self._reserved
+
+    def held_by(self, client: str) -> int:
+        """How many partial uploads this client holds (in progress or waiting for a resume)."""
+        return self._clients.held(client)
+
+    def _forget(self, upload: PartialUpload) -> bool:
+        """Take an upload out of the registry and give back its slot and bytes; False if already out."""
+        if self._uploads.get(upload.id) is not upload:
+            return False
+        del self._uploads[upload.id]
+        self._clients.release(upload.client)
+        self._reserved -= upload.size
+        return True
+
     async def create(
-        self, upload_id: str, *, name: str, size: int, mime: str, owner: UploadOwner
+        self, upload_id: str, *, name: str, size: int, mime: str, owner: UploadOwner, client: str = "unknown"
     ) -> PartialUpload:
+        """Register a new upload and its empty temp file; raises UploadError when a cap refuses it."""
         if upload_id in self._uploads:
             raise UploadError("duplicate_upload_id", "Another upload already uses this id; pick a new one.")
+        s = self.settings
+        if not self._clients.acquire(client):
+            raise UploadError(
+                "too_many_uploads",
+                f"At most {s.max_per_client} uploads from one address can be in progress or waiting to be "
+                "resumed; wait for one to finish.",
+            )
+        if self._reserved + size > s.max_partial_bytes:
+            self._clients.release(client)
+            # Not this client's doing (everyone's partials together): retrying later will work.
+            raise UploadError(
+                "server_busy",
+                "The server is holding too many unfinished uploads right now; try again in a moment.",
+                retry_after=5,
+            )
         upload = PartialUpload(
             id=upload_id,
             name=name,
@@ -113,13 +160,16 @@ class UploadRegistry:
             path=self.directory / f"{upload_id}.part",  # ids are [A-Za-z0-9_-]{8,64}: safe as a name
             owner=owner,
             touched=time.monotonic(),
+            client=client,
         )
-        # Registered before the await so a second start with the same id is refused meanwhile.
+        # Registered before the await so a second start with the same id (or one past a cap) is
+        # refused meanwhile.
         self._uploads[upload_id] = upload
+        self._reserved += size
         try:
             await asyncio.to_thread(upload.path.write_bytes, b"")
         except BaseException:
-            self._uploads.pop(upload_id, None)
+            self._forget(upload)
             raise
         return upload
 
@@ -175,8 +225,7 @@ class UploadRegistry:
         return data
 
     async def discard(self, upload: PartialUpload) -> None:
-        if self._uploads.get(upload.id) is upload:
-            del self._uploads[upload.id]
+        self._forget(upload)
         await asyncio.to_thread(upload.path.unlink, missing_ok=True)
 
     def detach(self, uploads: list[PartialUpload], owner: UploadOwner) -> None:
@@ -200,7 +249,7 @@ class UploadRegistry:
             elif upload.owner is None and idle > self.settings.partial_ttl_s:
                 expired.append(upload)
         for upload in (*stalled, *expired):
-            del self._uploads[upload.id]
+            self._forget(upload)
         if stalled or expired:
             await asyncio.to_thread(_unlink_all, [u.path for u in (*stalled, *expired)])
         wait = round(self.settings.stall_timeout_s)

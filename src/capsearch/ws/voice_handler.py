@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from capsearch.api.routes.search import search_response
-from capsearch.errors import CapsearchError
+from capsearch.errors import CapsearchError, RateLimitedError
 from capsearch.state import AppState
 from capsearch.voice.audio import SAMPLE_RATE, pcm_to_float
 from capsearch.voice.streams import Transcript, VoiceStream
@@ -38,6 +39,9 @@ class Channel(Protocol):
     @property
     def id(self) -> str: ...
 
+    @property
+    def client(self) -> str: ...  # the client's key for per-client limits (its IP address)
+
     async def send(self, message: ServerMessage) -> None: ...
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
@@ -53,12 +57,15 @@ class VoiceHandler:
     def __init__(self, channel: Channel, state: AppState) -> None:
         self.channel = channel
         self.settings = state.settings.voice
+        self.rate_limits = state.rate_limits
         self.streams = state.voice_streams
         self.voice = state.voice
         self._mine: dict[str, VoiceStream] = {}  # recording or finishing on this socket
 
-    async def _error(self, stream_id: str, code: str, detail: str) -> None:
-        await self.channel.send(VoiceErrorOut(id=stream_id, code=code, detail=detail))
+    async def _error(self, stream_id: str, code: str, detail: str, retry_after: int | None = None) -> None:
+        await self.channel.send(
+            VoiceErrorOut(id=stream_id, code=code, detail=detail, retry_after=retry_after)
+        )
 
     def _recording(self, stream_id: str) -> VoiceStream:
         stream = self._mine.get(stream_id)
@@ -78,6 +85,12 @@ class VoiceHandler:
     # ---- messages -----------------------------------------------------------------------------
 
     async def start(self, message: VoiceStart) -> None:
+        try:
+            self.rate_limits.take(self.rate_limits.voice, self.channel.client)
+        except RateLimitedError as e:
+            wait = math.ceil(e.retry_after) if e.retry_after is not None else None
+            await self._error(message.id, e.code, e.message, wait)
+            return
         if message.sample_rate != SAMPLE_RATE:
             rate = message.sample_rate
             detail = f"Audio must be sent at {SAMPLE_RATE} Hz, not {rate} Hz; resample it first."
@@ -91,7 +104,7 @@ class VoiceHandler:
             await self._error(message.id, "too_many_streams", detail)
             return
         try:
-            stream = self.streams.open(message.id, self, search=message.search)
+            stream = self.streams.open(message.id, self, search=message.search, client=self.channel.client)
         except CapsearchError as e:
             await self._error(message.id, e.code, e.message)
             return
@@ -105,7 +118,7 @@ class VoiceHandler:
         try:
             samples = pcm_to_float(frame.payload, frame.encoding)
             self.streams.feed(stream, samples)
-        except CapsearchError as e:  # bad_pcm, audio_too_long: the recording is over, its audio gone
+        except CapsearchError as e:  # bad_pcm, frame_too_small, audio_too_long: the recording is over
             self._drop(stream)
             await self._error(stream.id, e.code, e.message)
 

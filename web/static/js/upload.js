@@ -25,6 +25,8 @@
   var LIMIT_TEXT = zone.getAttribute('data-limit-text') || '';
   var MAX_PARALLEL = parseInt(zone.getAttribute('data-max-parallel'), 10) || 3;
   var ACTIVE = { starting: 1, sending: 1, ending: 1 };
+  // Refusals that pass with time (a slot frees up, the rate limit refills): the file waits, then retries.
+  var RETRY = { too_many_uploads: 1, rate_limited: 1, server_busy: 1 };
   var LABELS = { waiting: 'Waiting', uploading: 'Uploading', failed: 'Failed' };
 
   var socket = null; // ws.js wrapper's public interface
@@ -205,6 +207,12 @@
 
   function start(u) {
     u.state = 'starting';
+    if (u.retrying) {
+      // The server's refusal drew a failed status card; this is a new try, so the page draws again.
+      var s = statusEl(u);
+      if (s) s.removeAttribute('data-stage');
+      u.retrying = false;
+    }
     drawStage(u, 'uploading');
     u.file.arrayBuffer().then(function (buf) {
       u.bytes = new Uint8Array(buf);
@@ -318,11 +326,12 @@
     } else if (msg.code === 'duplicate_upload_id' && !u.resuming) {
       u.resuming = true;
       send({ type: 'upload.resume', id: u.id });
-    } else if (msg.code === 'too_many_uploads') {
+    } else if (msg.code in RETRY) {
       u.state = 'waiting';
       u.startSent = false;
+      u.retrying = true;
       waiting.unshift(u);
-      window.setTimeout(next, 1000);
+      window.setTimeout(next, Math.max(1, msg.retry_after || 1) * 1000);
     } else {
       fail(u, msg.detail || 'The upload of ' + u.name + ' failed (' + msg.code + ').');
     }
