@@ -28,6 +28,7 @@ import uvicorn
 from fastapi import FastAPI
 from PIL import Image as PILImage
 
+from capsearch.config import ServerSettings
 from capsearch.server import uvicorn_config
 from tests.voicekit import make_speech_wav, read_wav, silence, wav_bytes
 
@@ -116,10 +117,12 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """Run `app` in a real uvicorn server on a free port (its own thread); yields the base URL."""
+async def serve(app: FastAPI, server_settings: ServerSettings | None = None) -> AsyncIterator[str]:
+    """Run `app` in a real uvicorn server on a free port (its own thread), with the transport limits
+    of `server_settings` (the defaults if none); yields the base URL."""
     port = free_port()
-    config = uvicorn_config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    limits = server_settings or ServerSettings()
+    config = uvicorn_config(app, limits, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()

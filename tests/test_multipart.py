@@ -189,7 +189,7 @@ async def test_filename_directories_are_stripped() -> None:
 def test_clean_filename() -> None:
     assert clean_filename("C:\\Users\\me\\photo.jpg") == "photo.jpg"
     assert clean_filename("evil\u202egpj.exe") == "evilgpj.exe"
-    assert clean_filename("tab\there\x00.png") == "tabhere.png"
+    assert clean_filename("tab\there\x00.png") == "tab here.png"
     assert clean_filename("..") is None
     assert clean_filename("dir/") is None
     assert clean_filename(None) is None

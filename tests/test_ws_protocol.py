@@ -253,12 +253,31 @@ def test_a_message_over_the_limit_closes_with_1009(web: TestClient) -> None:
         assert closed.value.code == 1009
 
 
-def test_a_foreign_origin_is_refused(web: TestClient) -> None:
-    # Refused before accepting, which a real server answers with HTTP 403.
-    with pytest.raises(WebSocketDisconnect) as refused, page(web, origin="https://evil.example"):
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"origin": "https://evil.example"},
+        {"origin": "null"},
+        {"origin": "http://testserver", "sec-fetch-site": "cross-site"},
+        # DNS rebinding: Origin and Host agree, but the name is not one of ours.
+        {"origin": "http://attacker.example", "host": "attacker.example"},
+    ],
+)
+def test_a_foreign_origin_is_refused(web: TestClient, headers: dict[str, str]) -> None:
+    # Refused before accepting, which a real server answers with HTTP 403 (tests/test_security.py).
+    with pytest.raises(WebSocketDisconnect) as refused, page(web, **headers):
         pass
     assert refused.value.code == 1008
-    for origin in ("http://testserver", "http://TestServer:80"):
+
+
+def test_our_own_origins_are_allowed(web: TestClient) -> None:
+    # Any port and scheme of an allowed host name (the configured ones and loopback).
+    for origin in (
+        "http://testserver",
+        "http://TestServer:80",
+        "https://testserver:8443",
+        "http://localhost:5173",
+    ):
         with page(web, origin=origin) as p:
             p.ping()
 

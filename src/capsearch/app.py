@@ -16,12 +16,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from capsearch.api.errors import install_error_handlers
+from capsearch.api.guard import RequestGuard
+from capsearch.api.middleware import install_middleware
 from capsearch.api.routes import health, images, media, pages, search, voice, ws
 from capsearch.batching import Batcher
 from capsearch.config import Settings, get_settings
 from capsearch.db.migrate import current_revision, head_revision
 from capsearch.db.session import create_engine, session_factory
 from capsearch.events import EventBus
+from capsearch.hosts import HostPolicy
 from capsearch.ml.base import Embedder, Model
 from capsearch.ratelimit import RateLimits
 from capsearch.services.gallery import Gallery
@@ -203,6 +206,9 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    # Added before the error boundary, so inside it: the guard's refusals carry a request id too.
+    app.add_middleware(RequestGuard, policy=HostPolicy(settings.server))
+    install_middleware(app, settings.server)
     app.include_router(images.router)
     app.include_router(search.router)
     app.include_router(voice.router)

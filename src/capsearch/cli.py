@@ -38,6 +38,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     host = args.host or settings.server.host
     port = args.port or settings.server.port
+    # The app answers to the name it is served on (capsearch.hosts), so it must know a --host given here.
+    settings = settings.model_copy(update={"server": settings.server.model_copy(update={"host": host})})
     # Checked before uvicorn starts so a missing model or schema is one clear line, not a traceback.
     try:
         for spec in profile_specs(settings.models):
@@ -48,7 +50,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     except OSError as e:
         return _fail(f"cannot reach the database at {_safe_url(settings.database.url)}: {e}")
     print(f"capsearch serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
-    uvicorn.Server(uvicorn_config(create_app(settings), host=host, port=port, log_level=args.log_level)).run()
+    app = create_app(settings)
+    uvicorn.Server(uvicorn_config(app, settings.server, host=host, port=port, log_level=args.log_level)).run()
     return 0
 
 

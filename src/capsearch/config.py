@@ -146,12 +146,14 @@ class ServerSettings(BaseModel):
     # (only behind a reverse proxy that checks Host). Guards against DNS rebinding.
     allowed_hosts: list[str] = []
     # Extra origins allowed to write (POST/PATCH/DELETE, the WebSocket), e.g. behind a proxy. An
-    # origin whose host is an allowed host on the same scheme is always allowed.
+    # http(s) origin whose host is an allowed host (any port) is always allowed (capsearch.hosts).
     allowed_origins: list[str] = []
     # Transport limits (uvicorn): an idle keep-alive connection is closed after this long ...
     keep_alive_s: float = Field(5.0, gt=0, le=300)
     # ... a request whose headers are larger is refused with 431/400 ...
     max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+    # ... a request line and headers must arrive within this long (slowloris), else 408 and closed ...
+    header_timeout_s: float = Field(10.0, gt=0, le=300)
     # ... and past this many connections and tasks at once new requests get 503.
     max_concurrency: int = Field(512, ge=1)
     # A request body must arrive completely within this long, and never pause longer than

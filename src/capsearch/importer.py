@@ -21,8 +21,11 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from capsearch.config import LimitSettings, Settings
+from capsearch.hosts import WILDCARD_BINDS
 
-RETRY_LIMIT = 8  # a busy server (503) is retried with backoff this many times per batch
+# A busy server (503) or a rate limit (429) is waited out and the batch offered again, this many times.
+RETRY_LIMIT = 8
+RETRY_STATUSES = frozenset({429, 503})
 
 
 @dataclass(frozen=True)
@@ -131,10 +134,9 @@ class Importer:
         files = [("files", (c.path.name, c.data, "application/octet-stream")) for c in batch]
         for attempt in range(RETRY_LIMIT):
             r = await self.client.post("/api/images", params={"wait": "true"}, files=files)
-            if r.status_code != 503:
+            if r.status_code not in RETRY_STATUSES or attempt == RETRY_LIMIT - 1:
                 break
-            # Busy: the caption queue is full; back off and offer the batch again.
-            await asyncio.sleep(min(float(r.headers.get("retry-after", "1")) * (attempt + 1), 30))
+            await asyncio.sleep(_retry_delay(r, attempt))
         body: dict[str, Any] = r.json()
         items: list[dict[str, Any]] = body.get("items") or []
         if len(items) != len(batch):
@@ -161,6 +163,16 @@ class Importer:
     def _reject(self, path: Path, code: str, detail: str) -> None:
         self.report.rejected.append(Rejected(path, code, detail))
         self.on_progress(1)
+
+
+def _retry_delay(r: httpx.Response, attempt: int) -> float:
+    """How long to wait before offering a refused batch again, at most 30 s."""
+    try:
+        after = max(0.0, float(r.headers.get("retry-after", "1")))
+    except ValueError:  # an HTTP date instead of seconds: not something this server sends
+        after = 1.0
+    # A rate limit says exactly when a token is back; a full caption queue drains at its own pace.
+    return min(after if r.status_code == 429 else after * (attempt + 1), 30.0)
 
 
 def format_report(report: ImportReport, root: Path, *, interrupted: bool = False) -> str:
@@ -190,7 +202,7 @@ async def api_client(
     settings: Settings, server: str | None, local: bool
 ) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     """The running server's API when it answers (unless `local`), else an in-process app's."""
-    url = server or f"http://{settings.server.host}:{settings.server.port}"
+    url = server or f"http://{_local_host(settings.server.host)}:{settings.server.port}"
     if not local and await _ready(url):
         async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600, connect=5)) as client:
             yield client, f"the running server at {url}"
@@ -203,11 +215,14 @@ async def api_client(
     for spec in profile_specs(settings.models):
         await asyncio.to_thread(ensure_available, spec, settings.models)
     await check_schema(settings.database.url)
-    app = create_app(settings)
+    # The only client of this in-process app is this import: a per-client rate limit would only slow it.
+    limits = settings.rate_limits.model_copy(update={"enabled": False})
+    app = create_app(settings.model_copy(update={"rate_limits": limits}))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
+        # A loopback name: the app answers only to its allowed host names.
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://capsearch", timeout=None
+            transport=transport, base_url="http://localhost", timeout=None
         ) as client:
             db = make_url(settings.database.url).render_as_string(hide_password=True)
             yield client, f"{db} directly (no server answered at {url})"
@@ -215,6 +230,13 @@ async def api_client(
 
 class ImportTargetError(Exception):
     pass
+
+
+def _local_host(host: str) -> str:
+    """The address to reach a server bound to `host` from this machine (a wildcard bind: loopback)."""
+    if host in WILDCARD_BINDS:
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 async def _ready(url: str) -> bool:

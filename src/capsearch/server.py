@@ -1,11 +1,20 @@
-"""How capsearch runs under uvicorn — one place, so `serve`, the benchmarks and the browser test agree."""
+"""How capsearch runs under uvicorn — one place, so `serve`, the benchmarks and the tests agree.
+
+The transport limits (docs/security.md) come from `ServerSettings`: idle keep-alive connections close
+after `keep_alive_s`, a request's head must arrive within `header_timeout_s` and be at most
+`max_header_bytes`, and past `max_concurrency` connections or requests at once new requests get 503.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+
+from capsearch.config import ServerSettings
+from capsearch.transport import http_protocol
 
 # The socket mostly carries image bytes that are already compressed: permessage-deflate would burn
 # CPU on both ends for nothing (measured: it cut loopback upload throughput from hundreds of MB/s
@@ -17,14 +26,24 @@ WS_MAX_SIZE = 1 << 20
 
 
 def uvicorn_config(
-    app: FastAPI, *, host: str, port: int, log_level: str = "info", **extra: Any
+    app: FastAPI,
+    server: ServerSettings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    log_level: str = "info",
+    **extra: Any,
 ) -> uvicorn.Config:
     return uvicorn.Config(
         app,
-        host=host,
-        port=port,
+        host=server.host if host is None else host,
+        port=server.port if port is None else port,
         log_level=log_level,
+        http=http_protocol(server),
+        # uvicorn counts keep-alive in whole seconds.
+        timeout_keep_alive=max(1, math.ceil(server.keep_alive_s)),
         ws_max_size=WS_MAX_SIZE,
         ws_per_message_deflate=WS_PER_MESSAGE_DEFLATE,
         **extra,
     )
+

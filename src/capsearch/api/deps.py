@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from capsearch.config import Settings
+from capsearch.ratelimit import RateLimiter, RateLimits, client_key
 from capsearch.services.images import ImageService
 from capsearch.services.search import SearchService
 from capsearch.state import AppState
@@ -36,3 +38,40 @@ def get_search_service(state: StateDep) -> SearchService:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 ImageServiceDep = Annotated[ImageService, Depends(get_image_service)]
 SearchServiceDep = Annotated[SearchService, Depends(get_search_service)]
+
+
+class Quota:
+    """One client's allowance of one kind of request: `take()` spends a token or raises
+    RateLimitedError (429 `rate_limited`, with `retry_after`)."""
+
+    def __init__(self, limits: RateLimits, limiter: RateLimiter, key: str) -> None:
+        self.limits, self.limiter, self.key = limits, limiter, key
+
+    def take(self) -> None:
+        self.limits.take(self.limiter, self.key)
+
+
+def _quota(pick: Callable[[RateLimits], RateLimiter]) -> Callable[[HTTPConnection], Quota]:
+    def quota(conn: HTTPConnection) -> Quota:
+        limits = get_state(conn).rate_limits
+        return Quota(limits, pick(limits), client_key(conn))
+
+    return quota
+
+
+def _taken(pick: Callable[[RateLimits], RateLimiter]) -> Callable[[HTTPConnection], None]:
+    make = _quota(pick)
+
+    def take(conn: HTTPConnection) -> None:
+        make(conn).take()
+
+    return take
+
+
+# In a route decorator's `dependencies=[...]`: a client over its limit gets 429 before the route runs
+# (and before an upload's body is read).
+UploadQuota = Depends(_taken(lambda limits: limits.uploads))
+SearchQuota = Depends(_taken(lambda limits: limits.searches))
+VoiceQuota = Depends(_taken(lambda limits: limits.voice))
+# The page's own routes take the token themselves, to answer a refusal with a fragment, not JSON.
+PageSearchQuotaDep = Annotated[Quota, Depends(_quota(lambda limits: limits.searches))]

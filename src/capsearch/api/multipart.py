@@ -8,7 +8,6 @@ refusal and the others in the same request still go through.
 from __future__ import annotations
 
 import posixpath
-import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,6 +18,7 @@ from starlette.requests import Request
 from capsearch.config import LimitSettings
 from capsearch.errors import CapsearchError, IntakeError
 from capsearch.intake.images import describe_size, too_large_error
+from capsearch.text import clean_text
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -172,9 +172,8 @@ def clean_filename(name: str | None) -> str | None:
     """Keep a name fit for display: last path segment, no control or bidi-override characters."""
     if name is None:
         return None
-    base = posixpath.basename(name.replace("\\", "/"))
-    # Cc: control characters; Cf: invisible format characters such as U+202E, used to disguise names.
-    text = "".join(c for c in base if unicodedata.category(c) not in ("Cc", "Cf")).strip()
+    # No control characters, no invisible format characters such as U+202E, used to disguise names.
+    text = clean_text(posixpath.basename(name.replace("\\", "/")))
     if text in ("", ".", ".."):
         return None
     return text[:MAX_FILENAME]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import BaseModel, Field, StringConstraints
+from fastapi import Path, Query
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from capsearch.db.models import Image, ImageStatus
 
@@ -84,6 +85,23 @@ class Health(BaseModel):
     status: str
     checks: dict[str, str] = {}
 
+
+# Ids are signed 64-bit (BIGINT; SQLite's INTEGER): a larger number names no image, and reaching the
+# driver it overflowed into a 500. Out of range is refused as invalid, like any malformed value.
+MAX_IMAGE_ID = 2**63 - 1
+ImageId = Annotated[int, Path(ge=1, le=MAX_IMAGE_ID, description="The image's id.")]
+
+
+def _an_image_id(cursor: str | None) -> str | None:
+    if cursor is not None and int(cursor) > MAX_IMAGE_ID:
+        raise ValueError(f"must be an image id, at most {MAX_IMAGE_ID}")
+    return cursor
+
+
+# The list cursor: an image id in decimal, as `next` of the previous page gave it.
+Cursor = Annotated[
+    str | None, Query(pattern=r"^[1-9][0-9]{0,18}$", description="From `next`."), AfterValidator(_an_image_id)
+]
 
 MAX_CAPTION_CHARS = 500
 CaptionText = Annotated[

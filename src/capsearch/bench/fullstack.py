@@ -20,7 +20,15 @@ import httpx
 import uvicorn
 
 from capsearch.bench.offline import BenchProfile, bench_captioner, sample_images
-from capsearch.config import BatchSettings, DatabaseSettings, ModelSettings, Settings, StorageSettings
+from capsearch.config import (
+    BatchSettings,
+    DatabaseSettings,
+    ModelSettings,
+    RateLimitSettings,
+    Settings,
+    StorageSettings,
+    UploadSettings,
+)
 from capsearch.db.migrate import upgrade
 from capsearch.server import uvicorn_config
 
@@ -71,7 +79,8 @@ def _serve_main(settings_json: str, profile: BenchProfile, max_new_tokens: int, 
     settings = Settings.model_validate_json(settings_json)
     captioner = bench_captioner(profile, max_new_tokens)
     app = create_app(settings, captioner_factory=lambda _s: captioner)
-    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=0, log_level="warning"))
+    config = uvicorn_config(app, settings.server, host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
     monitor = LoopLagMonitor()
 
     async def control() -> None:
@@ -143,6 +152,9 @@ def bench_server(
             storage=StorageSettings(dir=root / "media"),
             models=ModelSettings(profile="tiny", cache_dir=root / "models", allow_download=False),
             caption_batch=batch,
+            # One load generator on loopback measures throughput; per-client limits would cap it.
+            rate_limits=RateLimitSettings(enabled=False),
+            uploads=UploadSettings(max_per_client=1024),
         )
         upgrade(settings.database.url)
         ctx = multiprocessing.get_context("spawn")

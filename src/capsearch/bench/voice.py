@@ -30,7 +30,8 @@ import httpx
 import numpy as np
 import uvicorn
 
-from capsearch.config import DatabaseSettings, Settings, StorageSettings
+from capsearch.config import DatabaseSettings, RateLimitSettings, Settings, StorageSettings
+from capsearch.server import uvicorn_config
 from capsearch.voice.audio import SAMPLE_RATE
 from capsearch.ws.frames import encode_pcm_frame
 
@@ -147,9 +148,8 @@ def _serve_main(settings_json: str, clip: np.ndarray, conn: Connection) -> None:
     transcriber.load()
     one_pass = single_pass_seconds(transcriber, clip)
     app = create_app(settings, transcriber_factory=lambda _s: transcriber)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", ws_max_size=1 << 20)
-    )
+    config = uvicorn_config(app, settings.server, host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
 
     async def control() -> None:
         while not server.started:  # noqa: ASYNC110 — uvicorn exposes no "started" event
@@ -308,7 +308,9 @@ def bench_voice(settings: Settings, *, quick: bool = False) -> list[str]:
                 storage=StorageSettings(dir=root / "media"),
                 models=models,
                 transcribe_batch=settings.transcribe_batch,
-                voice=settings.voice,
+                # Every simulated page is the same loopback client; per-client limits would cap it.
+                voice=settings.voice.model_copy(update={"max_streams_per_client": 64}),
+                rate_limits=RateLimitSettings(enabled=False),
             )
             upgrade(s.database.url)
             with voice_server(s, timeline(speech_clip()[0])[0]) as (port, one_pass):

@@ -118,13 +118,22 @@
     closeEditor(card);
   });
 
-  // Answers htmx does not swap (a server error, a lost connection) still deserve a word.
+  // Answers htmx does not swap (a server error, a lost connection) still deserve a word: the
+  // server's own sentence when it sent the API's JSON error ({"detail", "code"}), else a general one.
   function toast(message) {
     window.capsearchToast(message);
   }
 
-  document.addEventListener('htmx:responseError', function () {
-    toast('That did not work: the server answered with an error. Try again in a moment.');
+  document.addEventListener('htmx:responseError', function (e) {
+    var detail = null;
+    try {
+      detail = JSON.parse(e.detail.xhr.responseText).detail;
+    } catch (err) {
+      detail = null; // not JSON: a proxy's page, or nothing at all
+    }
+    toast(typeof detail === 'string' && detail
+      ? detail
+      : 'That did not work: the server answered with an error. Try again in a moment.');
   });
   document.addEventListener('htmx:sendError', function () {
     toast('The server could not be reached. Check the connection and try again.');

@@ -7,10 +7,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from capsearch.api.deps import ImageServiceDep, SettingsDep
+from capsearch.api.deps import ImageServiceDep, SearchQuota, SettingsDep, UploadQuota
 from capsearch.api.errors import RETRY_AFTER_S, error_body
 from capsearch.api.multipart import read_uploaded_files
-from capsearch.api.schemas import ErrorOut, ImageOut, ImagePage, ImagePatch, UploadOutcome, UploadResponse
+from capsearch.api.schemas import (
+    Cursor,
+    ErrorOut,
+    ImageId,
+    ImageOut,
+    ImagePage,
+    ImagePatch,
+    UploadOutcome,
+    UploadResponse,
+)
 from capsearch.errors import CapsearchError
 from capsearch.services.uploads import FileOutcome, IncomingFile, ingest_files
 
@@ -37,6 +46,7 @@ _MULTIPART_BODY: dict[str, Any] = {
     }
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (404, 413, 415, 422, 503)}
+_LIMITED = {**_ERRORS, 429: {"model": ErrorOut}}  # routes with a per-client rate limit
 
 
 def _outcome(o: FileOutcome) -> UploadOutcome:
@@ -67,8 +77,9 @@ def _all_rejected(outcomes: list[FileOutcome], items: list[UploadOutcome]) -> JS
     "",
     status_code=202,
     response_model=UploadResponse,
-    responses={201: {"model": UploadResponse, "description": "With wait=true: captions are in."}, **_ERRORS},
+    responses={201: {"model": UploadResponse, "description": "With wait=true: captions are in."}, **_LIMITED},
     openapi_extra=_MULTIPART_BODY,
+    dependencies=[UploadQuota],
 )
 async def upload_images(
     request: Request,
@@ -96,7 +107,7 @@ async def get_image_by_sha256(
 
 
 @router.get("/{image_id}", response_model=ImageOut, responses=_ERRORS)
-async def get_image(image_id: int, images: ImageServiceDep) -> ImageOut:
+async def get_image(image_id: ImageId, images: ImageServiceDep) -> ImageOut:
     """One image with its status and caption."""
     return ImageOut.of(await images.get(image_id))
 
@@ -105,7 +116,7 @@ async def get_image(image_id: int, images: ImageServiceDep) -> ImageOut:
 async def list_images(
     images: ImageServiceDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 24,
-    cursor: Annotated[str | None, Query(pattern=r"^[1-9][0-9]{0,18}$", description="From `next`.")] = None,
+    cursor: Cursor = None,
 ) -> ImagePage:
     """The collection, newest first, a page at a time."""
     items, total = await images.page(limit, int(cursor) if cursor else None)
@@ -113,14 +124,14 @@ async def list_images(
     return ImagePage(items=[ImageOut.of(i) for i in items], total=total, next=nxt)
 
 
-@router.patch("/{image_id}", response_model=ImageOut, responses=_ERRORS)
-async def edit_image(image_id: int, patch: ImagePatch, images: ImageServiceDep) -> ImageOut:
+@router.patch("/{image_id}", response_model=ImageOut, responses=_LIMITED, dependencies=[SearchQuota])
+async def edit_image(image_id: ImageId, patch: ImagePatch, images: ImageServiceDep) -> ImageOut:
     """Set a person's caption; it wins over the model's and is searchable when this returns."""
     return ImageOut.of(await images.edit_caption(image_id, patch.caption))
 
 
 @router.delete("/{image_id}", status_code=204, response_class=Response, responses=_ERRORS)
-async def delete_image(image_id: int, images: ImageServiceDep) -> Response:
+async def delete_image(image_id: ImageId, images: ImageServiceDep) -> Response:
     """Delete an image: its row, search entry and files."""
     await images.delete(image_id)
     return Response(status_code=204)

@@ -7,11 +7,13 @@ allow-list of files from `web/node_modules` (installed by `npm ci --prefix web`,
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 
-from capsearch.api.deps import ImageServiceDep, SearchServiceDep, SettingsDep
+from capsearch.api.deps import ImageServiceDep, PageSearchQuotaDep, SearchServiceDep, SettingsDep
 from capsearch.api.routes import ui
 from capsearch.api.routes.ui import search_context
 from capsearch.api.schemas import ImageOut
@@ -51,11 +53,17 @@ def human_bytes(n: int) -> str:
 
 @router.get("/", response_class=HTMLResponse)
 async def index(
-    request: Request, settings: SettingsDep, images: ImageServiceDep, search: SearchServiceDep, q: str = ""
+    request: Request,
+    settings: SettingsDep,
+    images: ImageServiceDep,
+    search: SearchServiceDep,
+    quota: PageSearchQuotaDep,
+    q: str = "",
 ) -> Response:
     items, total = await images.page(COLLECTION_PAGE_SIZE, None)
-    # `/?q=` is where the search box leaves the address bar: a reload shows the same results.
-    results = (await search_context(search, q))[0] if q else None
+    # `/?q=` is where the search box leaves the address bar: a reload shows the same results. It is
+    # a search like any other (rate limited too); a refusal shows in the results, the page still loads.
+    results = (await search_context(search, q, quota))[0] if q else None
     limits = settings.limits
     response = templates().TemplateResponse(
         request,
@@ -97,10 +105,15 @@ STATIC_TYPES = {
 }
 
 
+# Every asset's path is plain ASCII; anything else (a NUL, "..", a backslash) is refused before the
+# file system sees it.
+STATIC_PATH = re.compile(r"(?:[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}/){0,4}[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+
 @router.get("/static/{path:path}")
 async def static(path: str) -> FileResponse:
     root = (web_dir() / "static").resolve()
-    file = (root / path).resolve()
-    if not file.is_relative_to(root) or not file.is_file() or file.suffix not in STATIC_TYPES:
-        raise HTTPException(404, "Not found.")
+    file = (root / path).resolve() if STATIC_PATH.fullmatch(path) else None
+    if file is None or not file.is_relative_to(root) or file.suffix not in STATIC_TYPES or not file.is_file():
+        raise HTTPException(404, "No such file.")
     return FileResponse(file, media_type=STATIC_TYPES[file.suffix], headers={"Cache-Control": "no-cache"})

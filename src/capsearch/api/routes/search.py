@@ -6,13 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from capsearch.api.deps import SearchServiceDep
+from capsearch.api.deps import SearchQuota, SearchServiceDep
 from capsearch.api.schemas import ErrorOut, ImageOut, SearchHit, SearchResponse
 from capsearch.services.search import SearchResult
 
 router = APIRouter(prefix="/api/search", tags=["search"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (422, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (422, 429, 503)}
 
 
 def search_response(result: SearchResult) -> SearchResponse:
@@ -30,7 +30,7 @@ def search_response(result: SearchResult) -> SearchResponse:
     return SearchResponse(query=result.query, hits=hits, no_match=result.no_match)
 
 
-@router.get("", response_model=SearchResponse, responses=_ERRORS)
+@router.get("", response_model=SearchResponse, responses=_ERRORS, dependencies=[SearchQuota])
 async def search(
     search: SearchServiceDep,
     q: Annotated[str, Query(description="A few words; whitespace is collapsed.")] = "",

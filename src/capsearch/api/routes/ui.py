@@ -2,14 +2,15 @@
 
 They answer with HTML fragments rendered from the page's partials and stay thin: the work is
 `state.search.search`, `state.images.edit_caption` and `state.images.delete`, exactly as the REST API.
-Refusals a person can fix (an empty or over-long query or caption) answer 422, and a busy server 503,
-with the message in the fragment; the page's htmx config swaps both like a success, so the message is
-seen where it applies.
+Refusals a person can fix (an empty or over-long query or caption) answer 422, a busy server 503 and
+a client over its rate limit 429 (with Retry-After), with the message in the fragment; the page's htmx
+config swaps them like a success, so the message is seen where it applies.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -17,12 +18,13 @@ from fastapi import APIRouter, Form
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from capsearch.api.deps import ImageServiceDep, SearchServiceDep
+from capsearch.api.deps import ImageServiceDep, PageSearchQuotaDep, Quota, SearchServiceDep
 from capsearch.api.routes.search import search_response
-from capsearch.api.schemas import MAX_CAPTION_CHARS, ImageOut
-from capsearch.errors import BusyError, NotFoundError
+from capsearch.api.schemas import MAX_CAPTION_CHARS, ImageId, ImageOut
+from capsearch.errors import BusyError, NotFoundError, RateLimitedError
 from capsearch.services.search import QueryError, SearchService
 from capsearch.templating import render, templates
+from capsearch.text import clean_text
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -33,26 +35,34 @@ def _refused(q: str, code: str, detail: str) -> dict[str, Any]:
     return {"query": q, "hits": [], "no_match": False, "error": {"code": code, "detail": detail}}
 
 
-async def search_context(search: SearchService, q: str) -> tuple[dict[str, Any], int]:
-    """The context of `partials/search_results.html` for a query, and the status to answer with."""
+async def search_context(search: SearchService, q: str, quota: Quota) -> tuple[dict[str, Any], int]:
+    """The context of `partials/search_results.html` for a query, and the status to answer with;
+    the client's search `quota` is spent first."""
     try:
+        quota.take()
         result = await search.search(q)
     except QueryError as e:
         return _refused(q, e.code, e.message), 422
     except BusyError:
         return _refused(q, "busy", BUSY), 503
+    except RateLimitedError as e:
+        return _refused(q, e.code, e.message) | {"retry_after": e.retry_after}, 429
     return search_response(result).model_dump(mode="json") | {"error": None}, 200
 
 
 @router.get("/search", response_class=HTMLResponse)
-async def search(request: Request, search: SearchServiceDep, q: str = "") -> Response:
+async def search(
+    request: Request, search: SearchServiceDep, quota: PageSearchQuotaDep, q: str = ""
+) -> Response:
     # An empty box means "show the collection again", not a mistake to point out.
     if q == "":
         return HTMLResponse("", headers={"HX-Replace-Url": "/"})
-    context, status = await search_context(search, q)
+    context, status = await search_context(search, q, quota)
     response = templates().TemplateResponse(
         request, "partials/search_results.html", context, status_code=status
     )
+    if context.get("retry_after"):
+        response.headers["Retry-After"] = str(math.ceil(context["retry_after"]))
     # A reload (or a shared link) lands on the same search: the page renders /?q= itself.
     response.headers["HX-Replace-Url"] = "/?" + urlencode({"q": q})
     return response
@@ -77,15 +87,17 @@ def _gone(image_id: int, message: str | None = None) -> HTMLResponse:
 
 @router.post("/images/{image_id}/caption", response_class=HTMLResponse)
 async def edit_caption(
-    image_id: int,
+    image_id: ImageId,
     images: ImageServiceDep,
+    quota: PageSearchQuotaDep,
     caption: Annotated[str, Form()] = "",
     score: Annotated[float | None, Form()] = None,
 ) -> Response:
     """Save a person's caption; answers the re-rendered card (a search hit keeps its score until the
     search runs again, which the edit's live update sets off)."""
     # Checked here rather than by FastAPI, whose refusal would be JSON, not a message on the card.
-    text = caption.strip()
+    # Cleaned as the service will store it: a caption of only invisible characters is an empty one.
+    text = clean_text(caption)
     problem, status = None, 422
     if score is not None:
         score = min(1.0, max(0.0, score))
@@ -93,19 +105,27 @@ async def edit_caption(
         problem = "Write a caption, or press Cancel to keep the current one."
     elif len(text) > MAX_CAPTION_CHARS:
         problem = f"A caption can be at most {MAX_CAPTION_CHARS} characters; this one has {len(text)}."
+    retry_after = None
     try:
         if problem is None:
+            quota.take()  # an edit re-embeds the caption: it counts as a search
             return _card(ImageOut.of(await images.edit_caption(image_id, text)), score)
         current = ImageOut.of(await images.get(image_id))
     except NotFoundError:
         return _gone(image_id, "That image was deleted, so its caption was not saved.")
     except BusyError:
         current, problem, status = ImageOut.of(await images.get(image_id)), BUSY, 503
-    return _card(current, score, status, editing=True, draft=caption, error=problem)
+    except RateLimitedError as e:
+        current, problem, status = ImageOut.of(await images.get(image_id)), e.message, 429
+        retry_after = e.retry_after
+    response = _card(current, score, status, editing=True, draft=caption, error=problem)
+    if retry_after:
+        response.headers["Retry-After"] = str(math.ceil(retry_after))
+    return response
 
 
 @router.delete("/images/{image_id}", response_class=HTMLResponse)
-async def delete_image(image_id: int, images: ImageServiceDep) -> Response:
+async def delete_image(image_id: ImageId, images: ImageServiceDep) -> Response:
     # Already gone (another page deleted it first) ends the same way: the card leaves this page.
     with contextlib.suppress(NotFoundError):
         await images.delete(image_id)

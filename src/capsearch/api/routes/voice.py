@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from capsearch.api.deps import SettingsDep, StateDep
+from capsearch.api.deps import SettingsDep, StateDep, VoiceQuota
 from capsearch.api.multipart import read_uploaded_files
 from capsearch.api.routes.search import search_response
 from capsearch.api.schemas import ErrorOut, SearchHit
@@ -37,7 +37,7 @@ _AUDIO_BODY: dict[str, Any] = {
         },
     }
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (413, 415, 422, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (413, 415, 422, 429, 503)}
 
 
 class TranscriptionOut(BaseModel):
@@ -72,7 +72,11 @@ async def _read_audio(request: Request, settings: Settings) -> bytes:
 
 
 @router.post(
-    "/api/transcriptions", response_model=TranscriptionOut, responses=_ERRORS, openapi_extra=_AUDIO_BODY
+    "/api/transcriptions",
+    response_model=TranscriptionOut,
+    responses=_ERRORS,
+    openapi_extra=_AUDIO_BODY,
+    dependencies=[VoiceQuota],
 )
 async def transcribe(request: Request, settings: SettingsDep, voice: VoiceServiceDep) -> TranscriptionOut:
     """Transcribe an audio file (multipart field `file`); nothing is stored."""
@@ -80,7 +84,13 @@ async def transcribe(request: Request, settings: SettingsDep, voice: VoiceServic
     return TranscriptionOut(text=transcript.text, seconds=round(transcript.seconds, 2))
 
 
-@router.post("/api/search/voice", response_model=VoiceSearchOut, responses=_ERRORS, openapi_extra=_AUDIO_BODY)
+@router.post(
+    "/api/search/voice",
+    response_model=VoiceSearchOut,
+    responses=_ERRORS,
+    openapi_extra=_AUDIO_BODY,
+    dependencies=[VoiceQuota],
+)
 async def search_by_voice(
     request: Request,
     settings: SettingsDep,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, WebSocket
 
 from capsearch.api.deps import get_state
+from capsearch.hosts import HostPolicy
 from capsearch.ws.connection import Connection
 from capsearch.ws.origin import origin_allowed
 
@@ -17,7 +18,7 @@ POLICY_VIOLATION = 1008
 async def page_socket(websocket: WebSocket) -> None:
     """Uploads in, acks and live HTML fragments out."""
     state = get_state(websocket)
-    if not origin_allowed(websocket, state.settings.server.allowed_origins):
+    if not origin_allowed(websocket, HostPolicy(state.settings.server)):
         # Closing before accepting is answered with HTTP 403 by the server (uvicorn, hypercorn);
         # a denial-response body would say no more, and uvicorn logs it as an error.
         await websocket.close(code=POLICY_VIOLATION)
