@@ -26,12 +26,15 @@ from capsearch.db.session import create_engine, session_factory
 from capsearch.events import EventBus
 from capsearch.hosts import HostPolicy
 from capsearch.ml.base import Embedder, Model
+from capsearch.periodic import Periodic
 from capsearch.ratelimit import RateLimits
 from capsearch.services.gallery import Gallery
 from capsearch.services.images import ImageService
 from capsearch.services.indexing import SearchIndexer
+from capsearch.services.maintenance import Maintenance
 from capsearch.services.search import SearchService
 from capsearch.services.voice import VoiceService
+from capsearch.shutdown import ShutdownClock, stop_within
 from capsearch.state import AppState
 from capsearch.storage import ContentStore
 from capsearch.templating import web_dir
@@ -97,6 +100,8 @@ def create_app(
             # Each resource registers its own shutdown right after it starts: reverse order for free.
             engine = create_engine(settings.database.url, echo=settings.database.echo)
             stack.push_async_callback(engine.dispose)
+            # Begun by the server on SIGTERM (capsearch.server); each stopping step gets what is left.
+            clock = app.state.shutdown_clock = ShutdownClock(settings.server.shutdown_grace_s)
             await check_schema(settings.database.url)
             store = ContentStore(settings.storage.dir)
             await asyncio.to_thread(store.init)
@@ -112,7 +117,9 @@ def create_app(
             stack.callback(embedder.close)
             embed_batcher: Batcher[str, np.ndarray] = Batcher(embedder, settings.embed_batch)
             await embed_batcher.start()
-            stack.push_async_callback(embed_batcher.stop, settings.embed_batch.shutdown_timeout_s)
+            stack.push_async_callback(
+                stop_within, clock, embed_batcher.stop, settings.embed_batch.shutdown_timeout_s
+            )
             sessions = session_factory(engine)
             indexer = SearchIndexer(
                 settings=settings.search,
@@ -138,11 +145,14 @@ def create_app(
                 caption_model=_model_label(captioner),
                 events=events,
                 indexer=indexer,
+                clock=clock,
             )
             stack.push_async_callback(service.close)
             # The one exception to strict reverse order: the batcher drains (or fails) its queue
             # before the service closes, so the service's caption tasks settle instead of being cut.
-            stack.push_async_callback(batcher.stop, settings.caption_batch.shutdown_timeout_s)
+            stack.push_async_callback(
+                stop_within, clock, batcher.stop, settings.caption_batch.shutdown_timeout_s
+            )
             uploads = UploadRegistry(settings.uploads, store.root / "tmp" / "uploads")
             await uploads.start()
             stack.push_async_callback(uploads.stop)
@@ -152,7 +162,9 @@ def create_app(
             stack.callback(transcriber.close)
             transcribe_batcher: Batcher[np.ndarray, str] = Batcher(transcriber, settings.transcribe_batch)
             await transcribe_batcher.start()
-            stack.push_async_callback(transcribe_batcher.stop, settings.transcribe_batch.shutdown_timeout_s)
+            stack.push_async_callback(
+                stop_within, clock, transcribe_batcher.stop, settings.transcribe_batch.shutdown_timeout_s
+            )
             # Stopped before the batcher: live recordings end and their queued passes leave the queue.
             voice_streams = VoiceStreams(settings.voice, transcribe_batcher)
             await voice_streams.start()
@@ -195,6 +207,13 @@ def create_app(
                 gallery=gallery,
                 rate_limits=RateLimits(settings.rate_limits),
             )
+            maintenance = Maintenance(settings.maintenance, service, temp_dirs=[index_dir(settings)])
+            await maintenance.startup()  # what a crash left in the store, before serving
+            sweeper = Periodic("maintenance sweep", settings.maintenance.sweep_interval_s, maintenance.sweep)
+            sweeper.start()
+            stack.push_async_callback(sweeper.stop)
+            # Registered last, so it runs first: shutdown's grace counts from here if nothing began it.
+            stack.callback(clock.begin)
             await service.resume_unfinished()
             log.info("capsearch ready: captioner %s, embedder %s", _model_label(captioner), embedder.label)
             yield

@@ -30,11 +30,9 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
     from capsearch.app import SchemaOutOfDateError, check_schema, create_app
     from capsearch.ml.registry import ensure_available, profile_specs
-    from capsearch.server import uvicorn_config
+    from capsearch.server import Server, uvicorn_config
 
     host = args.host or settings.server.host
     port = args.port or settings.server.port
@@ -51,7 +49,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         return _fail(f"cannot reach the database at {_safe_url(settings.database.url)}: {e}")
     print(f"capsearch serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
     app = create_app(settings)
-    uvicorn.Server(uvicorn_config(app, settings.server, host=host, port=port, log_level=args.log_level)).run()
+    Server(uvicorn_config(app, settings.server, host=host, port=port, log_level=args.log_level)).run()
     return 0
 
 

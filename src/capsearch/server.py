@@ -8,12 +8,14 @@ after `keep_alive_s`, a request's head must arrive within `header_timeout_s` and
 from __future__ import annotations
 
 import math
+import socket
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from capsearch.config import ServerSettings
+from capsearch.shutdown import ShutdownClock
 from capsearch.transport import http_protocol
 
 # The socket mostly carries image bytes that are already compressed: permessage-deflate would burn
@@ -44,6 +46,19 @@ def uvicorn_config(
         timeout_keep_alive=max(1, math.ceil(server.keep_alive_s)),
         ws_max_size=WS_MAX_SIZE,
         ws_per_message_deflate=WS_PER_MESSAGE_DEFLATE,
+        # The app answers requests waiting for captions within `shutdown_grace_s` (503 shutting_down;
+        # see `Server`); a second more, then whatever still runs is cut off.
+        timeout_graceful_shutdown=math.ceil(server.shutdown_grace_s) + 1,
         **extra,
     )
 
+
+class Server(uvicorn.Server):
+    """uvicorn's server, telling the app the moment shutdown begins (SIGTERM), before it waits for
+    open requests: their grace (`server.shutdown_grace_s`) counts from here."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        clock = getattr(getattr(self.config.app, "state", None), "shutdown_clock", None)
+        if isinstance(clock, ShutdownClock):
+            clock.begin()
+        await super().shutdown(sockets)

@@ -1,14 +1,35 @@
-"""Bookkeeping for captions in flight: which task captions which image, who waits for it.
+"""Bookkeeping for captions in flight: which task captions which image, who waits for it; and the
+writes that record a caption's outcome.
 
 Kept apart from the image flow so the rules — duplicates and `wait=true` join work in flight, a
-closed page lets go of work nobody else wants — live in one place.
+closed page lets go of work nobody else wants, a waiter is let go when shutdown's grace runs out, a
+finished caption survives a database outage — live in one place.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image as PILImage
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from capsearch.batching import Batcher, Priority
+from capsearch.db.models import Image, ImageStatus
+from capsearch.db.outage import is_unavailable, retry_unavailable
+from capsearch.errors import CapsearchError, ShuttingDownError
+from capsearch.intake.images import NormalisedImage
+from capsearch.services import repo
+from capsearch.shutdown import ShutdownClock
+from capsearch.storage import ContentStore
+from capsearch.text import clean_text
+
+if TYPE_CHECKING:
+    from capsearch.services.indexing import SearchIndexer
+
+log = logging.getLogger(__name__)
 
 
 class StartTracker:
@@ -35,7 +56,8 @@ class StartTracker:
 
 
 class CaptionJobs:
-    def __init__(self) -> None:
+    def __init__(self, clock: ShutdownClock) -> None:
+        self.clock = clock
         # image id → the task that captions it (replaced when a caption is re-queued).
         self._tasks_by_image: dict[int, asyncio.Task[None]] = {}
         self._queued: dict[int, tuple[asyncio.Future[str], StartTracker]] = {}
@@ -92,13 +114,174 @@ class CaptionJobs:
         return released
 
     async def wait(self, image_id: int) -> None:
-        """Until the image's caption task is over; a cancelled waiter does not cancel it."""
+        """Until the image's caption task is over; a cancelled waiter does not cancel it. Raises
+        ShuttingDownError once shutdown's grace has run out (the caption is finished at next start)."""
         # The task may be replaced (a released caption re-queued at background): follow it.
         while (task := self._tasks_by_image.get(image_id)) is not None:
-            await asyncio.shield(task)
+            if self.clock.expired.is_set():
+                raise _stopped()
+            expired = asyncio.create_task(self.clock.expired.wait())
+            try:
+                await asyncio.wait({task, expired}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                expired.cancel()
 
-    async def close(self, grace: float = 5.0) -> None:
+    async def close(self) -> None:
+        """Give caption tasks what is left of shutdown's grace, then cancel them (rows stay unfinished
+        and are captioned at next start)."""
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace)
+            await asyncio.wait(set(self._tasks), timeout=self.clock.left())
         for t in list(self._tasks):
             t.cancel()
+
+
+def _stopped() -> ShuttingDownError:
+    return ShuttingDownError(
+        "The server is restarting before this caption was done; it is kept and finished after the "
+        "restart. Ask again in a moment."
+    )
+
+
+class CaptionWriter:
+    """Records a caption's outcome on its row. While the database is unreachable each write is retried
+    with backoff for up to `retry_s`, so a caption finished during an outage lands when it returns; after
+    that the row stays unfinished, and the maintenance sweep captions it again."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        indexer: SearchIndexer | None,
+        caption_model: str,
+        retry_s: float,
+        publish: Callable[[Image], None],
+    ) -> None:
+        self.sessions = sessions
+        self.indexer = indexer
+        self.caption_model = caption_model
+        self.retry_s = retry_s
+        self._publish = publish
+
+    async def ready(self, image_id: int, caption: str) -> None:
+        # Cleaned like a person's caption: PostgreSQL cannot store NUL, and no caption hides text.
+        caption = clean_text(caption)
+        fields: dict[str, Any] = {"status": ImageStatus.READY, "caption": caption, "error": None}
+        fields["caption_model"] = self.caption_model
+        if self.indexer is None:
+            await self._write(image_id, fields, "saving a caption")
+            return
+        # Embedded before the row turns ready, in the same transaction: "ready" (and wait=true) means
+        # findable. If embedding fails the caption is still kept; the next start embeds it.
+        indexer = self.indexer
+        vector = await indexer.embed(caption)
+        await self._guarded(
+            image_id, lambda: indexer.apply(image_id, fields, caption, vector), "saving a caption"
+        )
+
+    async def failed(self, image_id: int, error: str) -> None:
+        await self._write(image_id, {"status": ImageStatus.FAILED, "error": error}, "saving a failed caption")
+
+    async def captioning(self, image_id: int) -> None:
+        """received → captioning. Not retried: the outcome's write, which is, supersedes it."""
+        try:
+            async with self.sessions() as s:
+                async with s.begin():
+                    changed = await repo.mark_captioning(s, image_id)
+                image = await repo.get(s, image_id) if changed else None
+        except Exception as e:
+            if not is_unavailable(e):
+                raise
+            log.warning("image %s: could not mark it captioning (database unreachable)", image_id)
+            return
+        if image is not None:
+            self._publish(image)
+
+    async def _write(self, image_id: int, fields: dict[str, Any], what: str) -> None:
+        async def write() -> Image | None:
+            async with self.sessions() as s, s.begin():
+                image = await s.get(Image, image_id, with_for_update=True)
+                if image is None:
+                    return None
+                for name, value in fields.items():
+                    setattr(image, name, value)
+            return image
+
+        await self._guarded(image_id, write, what)
+
+    async def _guarded(
+        self, image_id: int, write: Callable[[], Coroutine[Any, Any, Image | None]], what: str
+    ) -> None:
+        try:
+            image = await retry_unavailable(write, budget_s=self.retry_s, what=f"image {image_id}: {what}")
+        except Exception as e:
+            if not is_unavailable(e):
+                raise
+            return  # logged by the retry; the row stays unfinished for the sweep
+        if image is not None:
+            self._publish(image)
+
+
+class Recaptioner:
+    """Captions unfinished images again from their stored originals: at start-up, from the maintenance
+    sweep, for a page that went away, and for a `wait=true` caller whose caption was lost."""
+
+    def __init__(
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        store: ContentStore,
+        captioner: Batcher[PILImage.Image, str],
+        normalise: Callable[[bytes], Coroutine[Any, Any, NormalisedImage]],
+        tracker: Callable[[int], StartTracker],
+        jobs: CaptionJobs,
+        writer: CaptionWriter,
+        background_slots: int,
+    ) -> None:
+        self.sessions = sessions
+        self.store = store
+        self.captioner = captioner
+        self._normalise = normalise
+        self._tracker = tracker
+        self.jobs = jobs
+        self.writer = writer
+        # Background re-queues trickle through the queue instead of tripping its limit.
+        self._background = asyncio.Semaphore(background_slots)
+
+    def requeue(self, image: Image, priority: Priority = Priority.BACKGROUND) -> bool:
+        """Queue the image's caption again unless a task already works on it; returns whether it was
+        queued. Tracked, so duplicates and `wait=true` join it."""
+        if self.jobs.in_flight(image.id):
+            return False
+        self.jobs.track(image.id, self.jobs.spawn(self._from_store(image, priority)))
+        return True
+
+    def requeue_by_id(self, image_id: int) -> None:
+        """A page's released caption, at background priority (its queued request was cancelled)."""
+        self.jobs.track(image_id, self.jobs.spawn(self._by_id(image_id)))
+
+    async def _by_id(self, image_id: int) -> None:
+        try:
+            async with self.sessions() as s:
+                image = await repo.get(s, image_id)
+        except Exception as e:
+            if not is_unavailable(e):
+                raise
+            log.warning("image %s: its caption waits for the sweep (database unreachable)", image_id)
+            return
+        if image is not None:
+            await self._from_store(image, Priority.BACKGROUND)
+
+    async def _from_store(self, image: Image, priority: Priority) -> None:
+        gate = self._background if priority is Priority.BACKGROUND else asyncio.Semaphore(1)
+        try:
+            async with gate:
+                data = await asyncio.to_thread(self.store.read_original, image.sha256, image.mime)
+                norm = await self._normalise(data)
+                tracker = self._tracker(image.id)
+                caption = await self.captioner.submit(norm.display, priority, tracker.started)
+        except ShuttingDownError:
+            return
+        except (CapsearchError, OSError) as e:
+            await self.writer.failed(image.id, getattr(e, "message", str(e)))
+        else:
+            await self.writer.ready(image.id, caption)

@@ -2,7 +2,8 @@
 
 Ordering matters for "nothing is lost, nothing half-written": the caption request is queued first
 (a full queue refuses before anything is written), then files are stored, then the row is inserted;
-if the insert fails the files it wrote are removed again.
+if the insert fails the files it wrote are removed again. The hash is claimed from the file write to
+the insert, so the maintenance sweep never takes those files for orphans.
 """
 
 from __future__ import annotations
@@ -18,15 +19,23 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from capsearch.batching import Batcher, Priority
 from capsearch.config import Settings
 from capsearch.db.models import Image, ImageStatus
-from capsearch.errors import CapsearchError, NotFoundError, ShuttingDownError
+from capsearch.errors import CapsearchError, DatabaseUnavailableError, NotFoundError, ShuttingDownError
 from capsearch.events import Event, EventBus
 from capsearch.intake.images import NormalisedImage, normalise_image
 from capsearch.services import repo
-from capsearch.services.captioning import CaptionJobs, StartTracker
+from capsearch.services.captioning import CaptionJobs, CaptionWriter, Recaptioner, StartTracker
 from capsearch.services.indexing import SearchIndexer
+from capsearch.services.maintenance import StoreClaims
+from capsearch.shutdown import ShutdownClock
 from capsearch.storage import ContentStore
+from capsearch.text import clean_text
 
 log = logging.getLogger(__name__)
+
+UNFINISHED = (ImageStatus.RECEIVED, ImageStatus.CAPTIONING)
+# A wait=true caller whose caption keeps getting lost (an outage longer than the write retries) is told
+# to come back rather than held forever.
+WAIT_ROUNDS = 3
 
 
 @dataclass
@@ -46,6 +55,7 @@ class ImageService:
         caption_model: str,
         events: EventBus,
         indexer: SearchIndexer | None = None,
+        clock: ShutdownClock | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -55,7 +65,26 @@ class ImageService:
         self.events = events
         # Without one (tests of the upload flow alone), captions are stored but not made searchable.
         self.indexer = indexer
-        self.jobs = CaptionJobs()
+        self.clock = clock or ShutdownClock(settings.server.shutdown_grace_s)
+        self.jobs = CaptionJobs(self.clock)
+        self.claims = StoreClaims()
+        self.writer = CaptionWriter(
+            sessions=sessions,
+            indexer=indexer,
+            caption_model=caption_model,
+            retry_s=settings.maintenance.db_retry_s,
+            publish=self._publish,
+        )
+        self.recaptioner = Recaptioner(
+            sessions=sessions,
+            store=store,
+            captioner=captioner,
+            normalise=self.normalise,
+            tracker=self._tracker,
+            jobs=self.jobs,
+            writer=self.writer,
+            background_slots=settings.caption_batch.max_batch_size,
+        )
 
     # ---- intake -------------------------------------------------------------------------------
 
@@ -79,14 +108,15 @@ class ImageService:
         async with self.sessions() as s:
             existing = await repo.get_by_sha(s, norm.sha256)
         if existing is not None:
-            await self._retry_if_failed(existing, norm, data, priority)
+            await self._restart_if_idle(existing, norm, data, priority)
             self.jobs.own(existing.id, owner)
             return IngestResult(existing, created=False)
 
         tracker = self._tracker()
         future = self.captioner.submit(norm.display, priority, on_start=tracker.started)
         try:
-            image = await self._store_and_insert(norm, data, filename, tracker)
+            async with self.claims.hold(norm.sha256):
+                image = await self._store_and_insert(norm, data, filename, tracker)
         except IntegrityError:
             # Someone stored the same bytes between our lookup and insert: theirs wins.
             future.cancel()
@@ -129,18 +159,25 @@ class ImageService:
             raise
         return image
 
-    async def _retry_if_failed(
+    async def _restart_if_idle(
         self, image: Image, norm: NormalisedImage, data: bytes, priority: Priority
     ) -> None:
-        """Sending the same bytes again after a failed caption is a person asking to retry."""
-        if image.status is not ImageStatus.FAILED or self.jobs.in_flight(image.id):
+        """Sending the same bytes again restarts a caption nobody is working on: a failed one (a person
+        asking to retry) or one lost to an outage or a crash (else it would wait for the sweep)."""
+        if image.status is ImageStatus.READY or self.jobs.in_flight(image.id):
             return
         tracker = self._tracker(image.id)
         future = self.captioner.submit(norm.display, priority, on_start=tracker.started)
-        await asyncio.to_thread(self.store.put, norm.sha256, norm.mime, data, norm.thumbnail_jpeg)
-        async with self.sessions() as s, s.begin():
-            await repo.set_status(s, image.id, ImageStatus.RECEIVED)
-        image.status, image.error = ImageStatus.RECEIVED, None
+        try:
+            async with self.claims.hold(norm.sha256):
+                await asyncio.to_thread(self.store.put, norm.sha256, norm.mime, data, norm.thumbnail_jpeg)
+            if image.status is ImageStatus.FAILED:
+                async with self.sessions() as s, s.begin():
+                    await repo.set_status(s, image.id, ImageStatus.RECEIVED)
+                image.status, image.error = ImageStatus.RECEIVED, None
+        except BaseException:
+            future.cancel()
+            raise
         self.jobs.start(image.id, future, tracker, self._finish_caption(image.id, future))
         self._publish(image)
 
@@ -150,21 +187,15 @@ class ImageService:
         return StartTracker(self._on_caption_started, image_id)
 
     def _on_caption_started(self, image_id: int) -> None:
-        self.jobs.spawn(self._mark_captioning(image_id))
+        self.jobs.spawn(self.writer.captioning(image_id))
 
     def release_owner(self, owner: str) -> int:
         """A page went away: its queued, not yet started captions that nobody else wants leave the
         interactive queue and are captioned later at background priority. Returns how many moved."""
         released = self.jobs.release(owner)
         for image_id in released:
-            self.jobs.track(image_id, self.jobs.spawn(self._requeue_background(image_id)))
+            self.recaptioner.requeue_by_id(image_id)
         return len(released)
-
-    async def _requeue_background(self, image_id: int) -> None:
-        async with self.sessions() as s:
-            image = await repo.get(s, image_id)
-        if image is not None:
-            await self._recaption_from_store(image, asyncio.Semaphore(1))
 
     async def _finish_caption(self, image_id: int, future: asyncio.Future[str]) -> None:
         try:
@@ -173,72 +204,36 @@ class ImageService:
             # Left as "received": the next start picks it up again (resume_unfinished).
             return
         except CapsearchError as e:
-            await self._mark(image_id, ImageStatus.FAILED, error=e.message)
+            await self.writer.failed(image_id, e.message)
         except Exception as e:  # defensive: a bug must still leave a visible failed state
             log.exception("captioning image %s failed", image_id)
-            await self._mark(image_id, ImageStatus.FAILED, error=f"Captioning failed: {e}")
+            await self.writer.failed(image_id, f"Captioning failed: {e}")
         else:
-            await self._caption_ready(image_id, caption)
-
-    async def _caption_ready(self, image_id: int, caption: str) -> None:
-        if self.indexer is None:
-            await self._mark(image_id, ImageStatus.READY, caption=caption, caption_model=self.caption_model)
-            return
-        # Embedded before the row turns ready, in the same transaction: "ready" (and wait=true) means
-        # findable. If embedding fails the caption is still kept; the next start embeds it.
-        vector = await self.indexer.embed(caption)
-        fields = {"status": ImageStatus.READY, "caption": caption, "caption_model": self.caption_model}
-        image = await self.indexer.apply(image_id, fields | {"error": None}, caption, vector)
-        if image is not None:
-            self._publish(image)
-
-    async def _mark_captioning(self, image_id: int) -> None:
-        async with self.sessions() as s:
-            async with s.begin():
-                changed = await repo.mark_captioning(s, image_id)
-            image = await repo.get(s, image_id) if changed else None
-        if image is not None:
-            self._publish(image)
-
-    async def _mark(self, image_id: int, status: ImageStatus, **fields: str | None) -> None:
-        async with self.sessions() as s:
-            async with s.begin():
-                await repo.set_status(s, image_id, status, **fields)
-            image = await repo.get(s, image_id)
-        if image is not None:
-            self._publish(image)
+            await self.writer.ready(image_id, caption)
 
     async def wait_captioned(self, image_id: int) -> Image:
-        """Wait until an image's caption is in (or has failed); a cancelled waiter does not cancel it."""
-        await self.jobs.wait(image_id)
-        return await self.get(image_id)
+        """Wait until an image's caption is in (or has failed); a cancelled waiter does not cancel it.
+        Never answers with an unfinished image: a caption lost meanwhile (its write gave up during an
+        outage) is queued again; ShuttingDownError once shutdown's grace runs out."""
+        for _ in range(WAIT_ROUNDS):
+            await self.jobs.wait(image_id)
+            image = await self.get(image_id)
+            if image.status not in UNFINISHED:
+                return image
+            if self.clock.begun:
+                raise ShuttingDownError("The server is stopping; this image is captioned after it restarts.")
+            self.recaptioner.requeue(image, Priority.INTERACTIVE)
+        raise DatabaseUnavailableError("The caption could not be saved yet; it is kept and retried later.")
 
     async def resume_unfinished(self) -> int:
         """Re-queue images a previous process accepted but never captioned (it stopped mid-way)."""
         async with self.sessions() as s:
             rows = await repo.unfinished(s)
-        # Bounded so a large backlog trickles through the queue instead of tripping its limit.
-        gate = asyncio.Semaphore(self.settings.caption_batch.max_batch_size)
         for image in rows:
-            self.jobs.spawn(self._recaption_from_store(image, gate))
+            self.recaptioner.requeue(image)
         if rows:
             log.info("resuming captioning of %d unfinished image(s)", len(rows))
         return len(rows)
-
-    async def _recaption_from_store(self, image: Image, gate: asyncio.Semaphore) -> None:
-        try:
-            async with gate:
-                data = await asyncio.to_thread(self.store.read_original, image.sha256, image.mime)
-                norm = await self.normalise(data)
-                tracker = self._tracker(image.id)
-                future = self.captioner.submit(norm.display, Priority.BACKGROUND, tracker.started)
-                caption = await future
-        except ShuttingDownError:
-            return
-        except (CapsearchError, OSError) as e:
-            await self._mark(image.id, ImageStatus.FAILED, error=getattr(e, "message", str(e)))
-        else:
-            await self._caption_ready(image.id, caption)
 
     # ---- reads --------------------------------------------------------------------------------
 
@@ -272,6 +267,11 @@ class ImageService:
         """Set the person's caption (the model's is kept beside it); re-embedded and re-indexed before
         this returns. Raises NotFoundError, or BusyError with nothing changed."""
         indexer = self._search()
+        text = clean_text(text)
+        if not text:
+            raise CapsearchError(
+                "The caption has no visible text; write a few words.", code="empty_caption", status_code=422
+            )
         await self.get(image_id)  # a missing image is a 404 before any model work
         vector = await indexer.embedder.run(text, Priority.INTERACTIVE)
         image = await indexer.apply(image_id, {"user_caption": text}, text, vector)
@@ -286,11 +286,12 @@ class ImageService:
         if image is None:
             raise NotFoundError(f"There is no image with id {image_id}.")
         # Files go only once the delete has committed. If the same bytes were uploaded again in the
-        # meantime, the files belong to that new row and stay.
-        async with self.sessions() as s:
-            again = await repo.get_by_sha(s, image.sha256)
-        if again is None:
-            await asyncio.to_thread(self.store.delete, image.sha256, image.mime)
+        # meantime, the files belong to that new row and stay (the claim keeps an upload from racing).
+        async with self.claims.hold(image.sha256):
+            async with self.sessions() as s:
+                again = await repo.get_by_sha(s, image.sha256)
+            if again is None:
+                await asyncio.to_thread(self.store.delete, image.sha256, image.mime)
         self.events.publish(Event("image.deleted", {"id": image_id}))
 
     # ---- lifecycle ----------------------------------------------------------------------------
@@ -299,5 +300,6 @@ class ImageService:
         self.events.publish(Event("image.updated", {"id": image.id, "status": image.status.value}))
 
     async def close(self) -> None:
-        """Runs after the batcher has stopped, so every caption future has settled by now."""
+        """Runs after the batcher has stopped, so every caption future has settled by now; tasks still
+        writing (an outage) get what is left of shutdown's grace."""
         await self.jobs.close()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from datetime import datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,6 +32,22 @@ async def page(session: AsyncSession, limit: int, before_id: int | None) -> tupl
 async def unfinished(session: AsyncSession) -> Sequence[Image]:
     q = select(Image).where(Image.status.in_([ImageStatus.RECEIVED, ImageStatus.CAPTIONING]))
     return (await session.execute(q.order_by(Image.id))).scalars().all()
+
+
+async def stuck(session: AsyncSession, idle_since: datetime) -> Sequence[Image]:
+    """Unfinished rows that have not changed since `idle_since` (oldest first)."""
+    q = select(Image).where(
+        Image.status.in_([ImageStatus.RECEIVED, ImageStatus.CAPTIONING]), Image.updated_at < idle_since
+    )
+    return (await session.execute(q.order_by(Image.id))).scalars().all()
+
+
+async def existing_shas(session: AsyncSession, shas: Collection[str]) -> set[str]:
+    """Which of these hashes have a row (callers pass a few hundred at a time)."""
+    if not shas:
+        return set()
+    q = select(Image.sha256).where(Image.sha256.in_(list(shas)))
+    return set((await session.execute(q)).scalars().all())
 
 
 async def set_status(

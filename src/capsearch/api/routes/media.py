@@ -10,7 +10,8 @@ from fastapi.responses import FileResponse
 
 from capsearch.api.deps import StateDep
 from capsearch.errors import NotFoundError
-from capsearch.storage import MIME_BY_EXT
+from capsearch.services import repo
+from capsearch.storage import MIME_BY_EXT, is_sha256
 
 router = APIRouter(prefix="/media", tags=["media"])
 
@@ -19,6 +20,14 @@ router = APIRouter(prefix="/media", tags=["media"])
 @router.get("/{kind}/{sha256}", response_class=FileResponse)
 async def get_media(kind: Literal["originals", "thumbs"], sha256: str, state: StateDep) -> FileResponse:
     """The original bytes or the display thumbnail of an image."""
+    # Files are served only for a hash a row names: a crash can leave files behind (until the
+    # maintenance sweep removes them), and a deleted image must not stay reachable by its URL.
+    image = None
+    if is_sha256(sha256):
+        async with state.sessions() as s:
+            image = await repo.get_by_sha(s, sha256)
+    if image is None:
+        raise NotFoundError("No stored file has that hash.")
     path = await asyncio.to_thread(state.store.find, kind, sha256)
     if path is None:
         raise NotFoundError("No stored file has that hash.")
