@@ -21,7 +21,7 @@ from capsearch.api.middleware import install_middleware
 from capsearch.api.routes import health, images, media, pages, search, voice, ws
 from capsearch.batching import Batcher
 from capsearch.config import Settings, get_settings
-from capsearch.db.migrate import current_revision, head_revision
+from capsearch.db.migrate import current_revision, head_revision, script_head
 from capsearch.db.session import create_engine, session_factory
 from capsearch.events import EventBus
 from capsearch.hosts import HostPolicy
@@ -35,6 +35,7 @@ from capsearch.services.maintenance import Maintenance
 from capsearch.services.search import SearchService
 from capsearch.services.voice import VoiceService
 from capsearch.shutdown import ShutdownClock, stop_within
+from capsearch.startup import ModelLoader, StartupTimer
 from capsearch.state import AppState
 from capsearch.storage import ContentStore
 from capsearch.templating import web_dir
@@ -76,8 +77,12 @@ def index_dir(settings: Settings) -> Path:
 
 
 async def check_schema(url: str) -> None:
-    head = await asyncio.to_thread(head_revision, url)
     current = await current_revision(url)
+    # The scripts' own head spares every start Alembic's import; a mismatch (or scripts that are
+    # not one simple chain) is confirmed by Alembic itself before anything is refused.
+    head = script_head()
+    if head is None or current != head:
+        head = await asyncio.to_thread(head_revision, url)
     if current != head:
         raise SchemaOutOfDateError(
             f"The database schema is at revision {current or 'none'} but this version needs {head}. "
@@ -91,30 +96,36 @@ def create_app(
     captioner_factory: CaptionerFactory = default_captioner,
     embedder_factory: EmbedderFactory = default_embedder,
     transcriber_factory: TranscriberFactory = default_transcriber,
+    startup: StartupTimer | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            timer = startup or StartupTimer()
+            # The models load one by one in a worker thread while the loop does the rest of start-up
+            # (schema and index checks, services); each is awaited where it is first needed.
+            models = ModelLoader(timer)
+            stack.push_async_callback(models.aclose)  # closes every loaded model, last of all
+            captioner_load = models.submit("captioner", lambda: captioner_factory(settings))
+            embedder_load = models.submit("embedder", lambda: embedder_factory(settings))
+            transcriber_load = models.submit("transcriber", lambda: transcriber_factory(settings))
             # Each resource registers its own shutdown right after it starts: reverse order for free.
             engine = create_engine(settings.database.url, echo=settings.database.echo)
             stack.push_async_callback(engine.dispose)
             # Begun by the server on SIGTERM (capsearch.server); each stopping step gets what is left.
             clock = app.state.shutdown_clock = ShutdownClock(settings.server.shutdown_grace_s)
-            await check_schema(settings.database.url)
+            with timer.step("app schema check"):
+                await check_schema(settings.database.url)
             store = ContentStore(settings.storage.dir)
             await asyncio.to_thread(store.init)
 
-            captioner = captioner_factory(settings)
-            await asyncio.to_thread(captioner.load)
-            stack.callback(captioner.close)
+            captioner = await captioner_load
             batcher: Batcher[PILImage.Image, str] = Batcher(captioner, settings.caption_batch)
             await batcher.start()
 
-            embedder = embedder_factory(settings)
-            await asyncio.to_thread(embedder.load)
-            stack.callback(embedder.close)
+            embedder = await embedder_load
             embed_batcher: Batcher[str, np.ndarray] = Batcher(embedder, settings.embed_batch)
             await embed_batcher.start()
             stack.push_async_callback(
@@ -132,7 +143,8 @@ def create_app(
             )
             # Checks the saved index against the database (rebuilding it if they differ) before any
             # request is served; then embeds captions that have no vector, in the background.
-            await indexer.start()
+            with timer.step("index check"):
+                await indexer.start()
             # Closes after the image service (whose caption tasks may still index), saving last.
             stack.push_async_callback(indexer.close)
 
@@ -157,9 +169,7 @@ def create_app(
             await uploads.start()
             stack.push_async_callback(uploads.stop)
 
-            transcriber = transcriber_factory(settings)
-            await asyncio.to_thread(transcriber.load)
-            stack.callback(transcriber.close)
+            transcriber = await transcriber_load
             transcribe_batcher: Batcher[np.ndarray, str] = Batcher(transcriber, settings.transcribe_batch)
             await transcribe_batcher.start()
             stack.push_async_callback(
@@ -215,6 +225,7 @@ def create_app(
             # Registered last, so it runs first: shutdown's grace counts from here if nothing began it.
             stack.callback(clock.begin)
             await service.resume_unfinished()
+            timer.log_ready()
             log.info("capsearch ready: captioner %s, embedder %s", _model_label(captioner), embedder.label)
             yield
 

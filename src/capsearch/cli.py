@@ -30,25 +30,33 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from capsearch.startup import StartupTimer
+
+    # Counts from the process's start, so the breakdown logged at ready covers all of it.
+    timer = StartupTimer(from_process_start=True)
+    timer.lap("python and settings")
     from capsearch.app import SchemaOutOfDateError, check_schema, create_app
     from capsearch.ml.registry import ensure_available, profile_specs
     from capsearch.server import Server, uvicorn_config
 
+    timer.lap("app imports")
     host = args.host or settings.server.host
     port = args.port or settings.server.port
     # The app answers to the name it is served on (capsearch.hosts), so it must know a --host given here.
     settings = settings.model_copy(update={"server": settings.server.model_copy(update={"host": host})})
     # Checked before uvicorn starts so a missing model or schema is one clear line, not a traceback.
     try:
-        for spec in profile_specs(settings.models):
-            ensure_available(spec, settings.models)
-        asyncio.run(check_schema(settings.database.url))
+        with timer.step("model files check"):
+            for spec in profile_specs(settings.models):
+                ensure_available(spec, settings.models)
+        with timer.step("schema check"):
+            asyncio.run(check_schema(settings.database.url))
     except (ModelUnavailableError, SchemaOutOfDateError) as e:
         return _fail(str(e))
     except OSError as e:
         return _fail(f"cannot reach the database at {_safe_url(settings.database.url)}: {e}")
     print(f"capsearch serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
-    app = create_app(settings)
+    app = create_app(settings, startup=timer)
     Server(uvicorn_config(app, settings.server, host=host, port=port, log_level=args.log_level)).run()
     return 0
 
