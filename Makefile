@@ -6,10 +6,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOADSTAMP := $(VENV)/.load-installed
 WEB    := web/node_modules/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install run demo test lint typecheck bench migrate clean
+.PHONY: help install run demo test lint typecheck bench load migrate clean
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,14 +45,23 @@ test: $(STAMP) $(WEB) ## run the test suite (SQLite; Postgres too when TEST_DATA
 	$(BIN)/pytest
 
 lint: $(STAMP) ## ruff lint + format check
-	$(BIN)/ruff check src tests alembic
-	$(BIN)/ruff format --check src tests alembic
+	$(BIN)/ruff check src tests alembic loadtest
+	$(BIN)/ruff format --check src tests alembic loadtest
 
 typecheck: $(STAMP) ## strict mypy
 	$(BIN)/mypy
 
 bench: $(STAMP) ## print benchmark tables (captioner offline and full stack)
 	$(BIN)/capsearch bench
+
+# Locust and websocket-client: the `load` extra, only for this target.
+$(LOADSTAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install -q -e '.[dev,load]'
+	@touch $(LOADSTAMP)
+
+# Scratch PostgreSQL database (LOAD_ADMIN_URL), demo server, Locust; loadtest/run.py says what it checks.
+load: $(LOADSTAMP) ## load test on PostgreSQL (LOAD_USERS, LOAD_TIME; SOAK=1: 50 users, 10 min)
+	$(BIN)/python loadtest/run.py $(if $(SOAK),--soak)
 
 clean: ## remove the venv and caches (keeps data/ and models_cache/)
 	rm -rf $(VENV) web/node_modules .pytest_cache .mypy_cache .ruff_cache
