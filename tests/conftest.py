@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from PIL import Image as PILImage
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -143,6 +144,13 @@ async def app(settings: Settings, captioner_factory: CaptionerFactory) -> FastAP
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async for c in _serve(app):
         yield c
+
+
+@pytest.fixture
+def web(app: FastAPI) -> Iterator[TestClient]:
+    """The app behind Starlette's TestClient: the socket tests speak /ws through it (tests/ws_page.py)."""
+    with TestClient(app) as client:
+        yield client
 
 
 @pytest.fixture

@@ -5,37 +5,23 @@ sample rates in files. Each refusal names a stable code, keeps nothing and leave
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from capsearch.app import create_app
 from capsearch.batching import Batcher
 from capsearch.config import BatchSettings, RateLimitSettings, Settings, VoiceSettings
 from capsearch.voice.audio import AudioError, decode_audio
 from capsearch.voice.streams import VoiceStreams
 from capsearch.ws.frames import encode_pcm_frame
-from tests.fakes import FakeCaptioner
 from tests.voicekit import GatedTranscriber, frames, silence, tone, wav_bytes
-from tests.ws_page import Page, page, signal_after, state_of
+from tests.ws_page import Page, fake_app_client, page, signal_after, state_of
 
 pytestmark = pytest.mark.fake_captioner
 
 CLIENT = "testclient"  # the peer address of every TestClient socket
-
-
-@pytest.fixture
-def web(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as client:
-        yield client
-
-
-def serve(settings: Settings) -> TestClient:
-    return TestClient(create_app(settings, captioner_factory=lambda _s: FakeCaptioner()))
 
 
 def start(p: Page, stream_id: str) -> None:
@@ -168,7 +154,7 @@ def test_empty_frames_do_not_keep_a_recording_alive(web: TestClient) -> None:
 
 def test_one_client_holds_at_most_max_streams_per_client_across_sockets(settings: Settings) -> None:
     settings.voice.max_streams_per_client = 3
-    with serve(settings) as web:
+    with fake_app_client(settings) as web:
         streams = state_of(web).voice_streams
         closed, _ = signal_after(streams, "discard_owner")
         with page(web) as first, page(web) as second:
@@ -198,7 +184,7 @@ def test_one_client_holds_at_most_max_streams_per_client_across_sockets(settings
 
 def test_voice_starts_are_rate_limited_per_client(settings: Settings) -> None:
     settings.rate_limits = RateLimitSettings(voice_burst=2, voice_per_minute=1)
-    with serve(settings) as web, page(web) as first, page(web) as second:
+    with fake_app_client(settings) as web, page(web) as first, page(web) as second:
         start(first, "allowed-rec-1")
         first.send(type="voice.cancel", id="allowed-rec-1")
         start(second, "allowed-rec-2")

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from capsearch.config import Settings
@@ -20,12 +17,6 @@ def settings(settings: Settings) -> Settings:
     settings.gallery.count = 4
     settings.caption_batch.max_batch_size = 1  # one example at a time, so a cancel finds some queued
     return settings
-
-
-@pytest.fixture
-def web(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as client:
-        yield client
 
 
 def galleries(p: Page) -> list[str]:

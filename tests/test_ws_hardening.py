@@ -9,34 +9,29 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from capsearch.app import create_app
 from capsearch.config import RateLimitSettings, Settings
 from capsearch.ws.messages import MAX_SAFE_INTEGER, MAX_TEXT_CHARS
 from capsearch.ws.upload_handler import UploadHandler
 from tests.conftest import photo_bytes
-from tests.fakes import FakeCaptioner
-from tests.ws_page import Page, page, partials, signal_after, state_of, stored, sweep
+from tests.ws_page import (
+    Page,
+    fake_app_client,
+    page,
+    partials,
+    signal_after,
+    state_of,
+    stored,
+    sweep,
+)
 
 pytestmark = pytest.mark.fake_captioner
 
 # Starlette's TestClient connects every socket from this peer: one client for the per-client limits.
 CLIENT = "testclient"
-
-
-@pytest.fixture
-def web(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as client:
-        yield client
-
-
-def serve(settings: Settings) -> TestClient:
-    return TestClient(create_app(settings, captioner_factory=lambda _s: FakeCaptioner()))
 
 
 def start(p: Page, upload_id: str, size: int = 100) -> None:
@@ -164,7 +159,7 @@ def test_an_unexpected_failure_answers_internal_error_and_is_logged_once(
 
 def test_one_client_holds_at_most_max_per_client_uploads_across_its_sockets(settings: Settings) -> None:
     settings.uploads.max_per_client = 4
-    with serve(settings) as web:
+    with fake_app_client(settings) as web:
         dropped, _ = signal_after(state_of(web).uploads, "detach")
         with page(web) as second:
             with page(web) as first:
@@ -193,7 +188,7 @@ def test_one_client_holds_at_most_max_per_client_uploads_across_its_sockets(sett
 
 def test_all_partials_together_reserve_at_most_max_partial_bytes(settings: Settings) -> None:
     settings.uploads.max_partial_bytes = 1024 * 1024
-    with serve(settings) as web, page(web) as p:
+    with fake_app_client(settings) as web, page(web) as p:
         start(p, "big-first", size=600_000)
         p.expect("upload.accepted", id="big-first")
         start(p, "big-second", size=600_000)
@@ -211,7 +206,7 @@ def test_all_partials_together_reserve_at_most_max_partial_bytes(settings: Setti
 
 def test_every_ending_gives_the_slot_and_the_bytes_back(settings: Settings) -> None:
     settings.uploads.max_per_client = 1
-    with serve(settings) as web:
+    with fake_app_client(settings) as web:
         registry = state_of(web).uploads
 
         def only_slot(p: Page, upload_id: str) -> None:
@@ -273,7 +268,7 @@ def test_every_ending_gives_the_slot_and_the_bytes_back(settings: Settings) -> N
 
 def test_upload_starts_are_rate_limited_per_client(settings: Settings) -> None:
     settings.rate_limits = RateLimitSettings(uploads_burst=2, uploads_per_minute=1)
-    with serve(settings) as web, page(web) as first, page(web) as second:
+    with fake_app_client(settings) as web, page(web) as first, page(web) as second:
         first.upload("allowed-1", photo_bytes(5))
         first.expect("upload.done", id="allowed-1")
         start(second, "allowed-2")  # another socket, the same client: the same bucket

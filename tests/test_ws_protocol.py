@@ -7,10 +7,8 @@ socket usable. The captioner is a fake: none of this is about captions.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
@@ -20,15 +18,9 @@ from capsearch.ws.frames import encode_chunk
 from tests import imagefactory as make
 from tests.conftest import photo_bytes
 from tests.fakes import FakeCaptioner
-from tests.ws_page import Page, page, partials, state_of, stored, sweep
+from tests.ws_page import Page, fake_app_client, page, partials, state_of, stored, sweep
 
 pytestmark = pytest.mark.fake_captioner
-
-
-@pytest.fixture
-def web(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as client:
-        yield client
 
 
 def assert_nothing_kept(web: TestClient, p: Page) -> None:
@@ -284,7 +276,7 @@ def test_our_own_origins_are_allowed(web: TestClient) -> None:
 
 def test_configured_origins_are_allowed(settings: Settings) -> None:
     settings.server.allowed_origins = ["https://photos.example.org/"]
-    with TestClient(create_app(settings, captioner_factory=lambda _s: FakeCaptioner())) as web:
+    with fake_app_client(settings) as web:
         with page(web, origin="https://photos.example.org") as p:
             p.ping()
         with pytest.raises(WebSocketDisconnect), page(web, origin="https://photos.example.org.evil"):

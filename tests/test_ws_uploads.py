@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from capsearch.app import create_app
@@ -19,12 +16,6 @@ from tests import imagefactory as make
 from tests.conftest import photo_bytes
 from tests.fakes import FakeCaptioner
 from tests.ws_page import CHUNK, page, partials, signal_after, state_of, stored, sweep, text_of
-
-
-@pytest.fixture
-def web(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as client:
-        yield client
 
 
 def test_a_large_photo_arrives_in_chunks_and_is_captioned(web: TestClient) -> None:

@@ -7,30 +7,20 @@ each refusal must give a clear message, keep nothing and leave the socket usable
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from capsearch.app import create_app
 from capsearch.config import Settings
 from capsearch.voice.audio import PCM_F32LE, PCM_S16LE
 from capsearch.ws.frames import encode_pcm_frame
 from tests.conftest import photo_bytes
-from tests.fakes import FakeCaptioner
 from tests.voicekit import frames, make_speech_wav, read_wav, silence, tone, wav_bytes
-from tests.ws_page import Page, page, signal_after, state_of, stored
+from tests.ws_page import Page, fake_app_client, page, signal_after, state_of, stored
 
 pytestmark = pytest.mark.fake_captioner
-
-
-@pytest.fixture
-def web(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +187,7 @@ def test_stop_without_start_and_refused_starts(web: TestClient) -> None:
 def test_audio_over_the_cap_is_refused(settings: Settings) -> None:
     settings.voice.max_seconds = 1
     with (
-        TestClient(create_app(settings, captioner_factory=lambda _s: FakeCaptioner())) as web,
+        fake_app_client(settings) as web,
         page(web) as p,
     ):
         start(p, "too-long-1")

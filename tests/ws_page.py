@@ -19,13 +19,20 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
-from capsearch.config import UploadSettings
+from capsearch.app import create_app
+from capsearch.config import Settings, UploadSettings
 from capsearch.state import AppState
 from capsearch.ws.frames import encode_chunk
 from capsearch.ws.uploads import SweepResult
+from tests.fakes import FakeCaptioner
 
 CHUNK = UploadSettings().chunk_size
 TIMEOUT_S = 30.0  # safety net only: every wait below ends as soon as its message arrives
+
+
+def fake_app_client(settings: Settings) -> TestClient:
+    """A TestClient over a fresh app with these settings and the fake captioner (not yet entered)."""
+    return TestClient(create_app(settings, captioner_factory=lambda _s: FakeCaptioner()))
 
 
 def state_of(client: TestClient) -> AppState:
