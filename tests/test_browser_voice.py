@@ -156,9 +156,16 @@ async def record(
     return partial
 
 
+# Requests the page made to the search box's endpoint (Resource Timing lists htmx's XHRs too).
+UI_SEARCHES_JS = (
+    "() => performance.getEntriesByType('resource').filter(e => e.name.includes('/ui/search')).length"
+)
+
+
 async def assert_hits(page: Any, first_id: int, transcript: str) -> None:
     """The hits are in the text search's results panel, best first, with score bars; the final
-    transcript stays visible and is what the search box holds."""
+    transcript stays visible and is what the search box holds. The panel is the server's: the page
+    never searched again for it, and the address is the one a reload lands on."""
     await page.wait_for_selector(f'{PANEL}[data-state="done"]', timeout=30_000)
     # The panel for this transcript (an earlier recording's may still be on the page).
     await page.locator(HITS, has_text=f"Results for “{transcript}”").wait_for(timeout=30_000)
@@ -171,6 +178,8 @@ async def assert_hits(page: Any, first_id: int, transcript: str) -> None:
     assert (await page.locator(TRANSCRIPT).text_content() or "").strip() == transcript
     assert await page.locator("#search-input").input_value() == transcript
     assert f"Results for “{transcript}”" in await page.locator(HITS).inner_text()
+    assert await page.evaluate(UI_SEARCHES_JS) == 0, "the page searched again for the voice hits"
+    assert await page.evaluate("() => new URL(location.href).searchParams.get('q')") == transcript
 
 
 async def assert_streamed_and_playable(page: Any) -> None:

@@ -18,7 +18,7 @@ from capsearch.voice.audio import PCM_F32LE, PCM_S16LE
 from capsearch.ws.frames import encode_pcm_frame
 from tests.conftest import photo_bytes
 from tests.voicekit import frames, make_speech_wav, read_wav, silence, tone, wav_bytes
-from tests.ws_page import Page, fake_app_client, page, signal_after, state_of, stored
+from tests.ws_page import Page, fake_app_client, page, root_of, signal_after, state_of, stored
 
 pytestmark = pytest.mark.fake_captioner
 
@@ -102,6 +102,11 @@ def test_hits_are_shaped_like_text_search_and_find_the_spoken_caption(
         hits = p.expect("voice.hits", id="voice-0002", query=transcript, no_match=False)
     assert hits["hits"][0]["image"]["id"] == image_id
     assert hits["hits"] == typed["hits"]
+    # The page shows the server's own rendering: the same panel the search box gets for this query.
+    panel = web.get("/ui/search", params={"q": transcript})
+    assert hits["html"] == panel.text
+    assert root_of(hits["html"])["data-state"] == "hits"
+    assert f'id="hit-{image_id}"' in hits["html"]
 
 
 def test_search_can_be_left_out(web: TestClient) -> None:

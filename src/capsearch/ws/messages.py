@@ -194,6 +194,9 @@ class VoiceHits(_Out):
     query: str  # what was searched: the transcript, cut at a word if over the query limit
     hits: list[SearchHit]
     no_match: bool
+    # The results panel the page shows, rendered from the same template as a typed search
+    # (partials/search_results.html): the page swaps it in instead of searching again.
+    html: str
 
     def dump(self) -> str:
         # Hits keep their nulls (an image without a caption yet), exactly as GET /api/search sends them.

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from capsearch.api.routes.search import search_response
 from capsearch.errors import CapsearchError, RateLimitedError
 from capsearch.state import AppState
+from capsearch.templating import render
 from capsearch.voice.audio import SAMPLE_RATE, pcm_to_float
 from capsearch.voice.streams import Transcript, VoiceStream
 from capsearch.ws.frames import PcmFrame
@@ -147,6 +148,7 @@ class VoiceHandler:
             if stream.search:
                 result = await self.voice.search_transcript(transcript.text)
                 response = search_response(result)
+                context = response.model_dump(mode="json") | {"error": None}
                 await self.channel.send(
                     VoiceHits(
                         id=stream.id,
@@ -154,6 +156,7 @@ class VoiceHandler:
                         query=result.query,
                         hits=response.hits,
                         no_match=response.no_match,
+                        html=render("partials/search_results.html", **context),
                     )
                 )
         except CapsearchError as e:  # no_speech, busy, model_error, ...

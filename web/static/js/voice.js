@@ -7,11 +7,11 @@
  * stops, which sends the audio still buffered and then `voice.stop`.
  *
  * `voice.partial` text is shown live in #voice-transcript; `voice.final` replaces it and stays.
- * `voice.hits` puts what was searched into the search box and runs the page's own search for it, so
- * the hits arrive in the same results UI (partials/search_results.html) as a typed search. After the
- * stop, the recording plays back in #voice-audio (a WAV blob). `voice.error` and problems with the
- * microphone (denied, missing, insecure page) are shown in the panel and as a toast; the socket stays
- * usable and a new recording can start at once.
+ * `voice.hits` puts what was searched into the search box and swaps the server's rendered results
+ * panel (partials/search_results.html, the same as a typed search) into #search-results: the search
+ * runs once, on the server. After the stop, the recording plays back in #voice-audio (a WAV blob).
+ * `voice.error` and problems with the microphone (denied, missing, insecure page) are shown in the
+ * panel and as a toast; the socket stays usable and a new recording can start at once.
  */
 (function () {
   'use strict';
@@ -19,6 +19,7 @@
   var button = document.getElementById('voice-button');
   var panel = document.getElementById('voice-panel');
   var input = document.getElementById('search-input');
+  var results = document.getElementById('search-results');
   if (!button || !panel || !input) return;
   var statusText = document.getElementById('voice-status');
   var level = document.getElementById('voice-level');
@@ -391,9 +392,11 @@
         if (r.timer) window.clearTimeout(r.timer);
         r.state = 'done';
         setState('done');
-        // The page's own search renders the same results panel as typing would.
+        // The server already searched and rendered the results panel (the same template as a typed
+        // search): shown as it is, with the address a reload or a shared link lands on.
         input.value = msg.query;
-        htmx.trigger(input, 'search');
+        htmx.swap(results, msg.html, { swapStyle: 'innerHTML' });
+        window.history.replaceState(null, '', '/?' + new URLSearchParams({ q: msg.query }).toString());
         break;
       case 'voice.error':
         fail(r, msg.code, msg.detail);
