@@ -72,6 +72,12 @@ async def test_static_files_are_still_served(client: httpx.AsyncClient) -> None:
     r = await client.get("/static/js/search.js")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
     assert r.headers["cache-control"] == "no-cache"
+    # Revalidation costs no body (StaticFiles' ETag), and a range is served as asked.
+    again = await client.get("/static/js/search.js", headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304 and again.content == b""
+    part = await client.get("/static/js/search.js", headers={"Range": "bytes=0-9"})
+    assert part.status_code == 206 and part.content == r.content[:10]
+    assert (await client.get("/static/examples/LICENSE")).status_code == 404  # not a page asset type
 
 
 @pytest.mark.parametrize("value", [*BIG, "-1", "0"])

@@ -246,6 +246,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(ws.router)
     app.include_router(pages.router)
+    app.mount("/static", pages.static_files(), name="static")
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Callable[[Request], object]) -> Response:

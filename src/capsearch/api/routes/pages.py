@@ -1,17 +1,21 @@
 """The HTML page and its static assets.
 
-`/static/*` serves `web/static` (a fixed set of file types); `/static/vendor/*` serves an explicit
-allow-list of files from `web/node_modules` (installed by `npm ci --prefix web`, which `make run`,
-`make demo` and `make test` do), so htmx is never copied into the repository.
+`/static/*` serves `web/static` (a fixed set of file types; `AssetFiles`, mounted by `create_app`
+after the routes); `/static/vendor/*` serves an explicit allow-list of files from `web/node_modules`
+(installed by `npm ci --prefix web`, which `make run`, `make demo` and `make test` do), so htmx is
+never copied into the repository.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import PurePosixPath
 
 from fastapi import APIRouter, HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from capsearch.api.deps import ImageServiceDep, PageSearchQuotaDep, SearchServiceDep, SettingsDep
 from capsearch.api.routes import ui
@@ -110,10 +114,19 @@ STATIC_TYPES = {
 STATIC_PATH = re.compile(r"(?:[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}/){0,4}[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 
 
-@router.get("/static/{path:path}")
-async def static(path: str) -> FileResponse:
-    root = (web_dir() / "static").resolve()
-    file = (root / path).resolve() if STATIC_PATH.fullmatch(path) else None
-    if file is None or not file.is_relative_to(root) or file.suffix not in STATIC_TYPES or not file.is_file():
-        raise HTTPException(404, "No such file.")
-    return FileResponse(file, media_type=STATIC_TYPES[file.suffix], headers={"Cache-Control": "no-cache"})
+class AssetFiles(StaticFiles):
+    """`web/static` through Starlette's StaticFiles (ETag and Last-Modified with 304 answers, byte
+    ranges), limited to plain paths of the page's file types, revalidated on every use (`no-cache`)
+    so a new version of a script is seen at once. Mounted after the routes: /static/vendor/ wins."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if not STATIC_PATH.fullmatch(path) or PurePosixPath(path).suffix not in STATIC_TYPES:
+            raise HTTPException(404, "No such file.")
+        response = await super().get_response(path, scope)
+        response.headers["Content-Type"] = STATIC_TYPES[PurePosixPath(path).suffix]
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
+def static_files() -> AssetFiles:
+    return AssetFiles(directory=web_dir() / "static")
