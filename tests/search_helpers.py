@@ -9,8 +9,8 @@ import httpx
 from fastapi import FastAPI
 from PIL import Image as PILImage
 
+from tests.apikit import files, state_of
 from tests.conftest import photo_bytes
-from tests.test_api_images import files, state_of
 
 CAPTIONS = [
     "a dog running on the beach",

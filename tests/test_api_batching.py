@@ -10,9 +10,9 @@ from fastapi import FastAPI
 
 from capsearch.app import create_app
 from capsearch.config import BatchSettings, Settings
+from tests.apikit import count_rows, files, state_of
 from tests.conftest import _serve, photo_bytes
 from tests.fakes import FakeCaptioner
-from tests.test_api_images import count_rows, files, state_of
 
 pytestmark = pytest.mark.fake_captioner
 

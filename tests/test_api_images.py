@@ -7,26 +7,9 @@ import asyncio
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
 
-from capsearch.db.models import Image
-from capsearch.state import AppState
+from tests.apikit import count_rows, files, state_of
 from tests.conftest import photo_bytes
-
-
-def state_of(app: FastAPI) -> AppState:
-    s: AppState = app.state.capsearch
-    return s
-
-
-async def count_rows(app: FastAPI) -> int:
-    async with state_of(app).sessions() as s:
-        return int((await s.execute(select(func.count()).select_from(Image))).scalar_one())
-
-
-def files(*blobs: bytes, names: list[str] | None = None) -> list[tuple[str, tuple[str, bytes, str]]]:
-    names = names or [f"photo{i}.jpg" for i in range(len(blobs))]
-    return [("files", (n, b, "image/jpeg")) for n, b in zip(names, blobs, strict=True)]
 
 
 async def test_upload_then_poll_until_captioned(client: httpx.AsyncClient, app: FastAPI) -> None:

@@ -18,9 +18,9 @@ from capsearch.api.deps import get_search_service
 from capsearch.api.middleware import DB_DOWN, INTERNAL
 from capsearch.services.search import SearchService
 from capsearch.state import AppState
+from tests.apikit import dead_database_url
 from tests.browserkit import BROWSER, launch
 from tests.conftest import photo_bytes
-from tests.test_errors import dead_database_url
 
 pytestmark = [*BROWSER, pytest.mark.fake_captioner]
 async_playwright: Any = pytest.importorskip(

@@ -19,8 +19,7 @@ from capsearch.api.deps import get_image_service
 from capsearch.config import RateLimitSettings, Settings
 from capsearch.db.models import Image, ImageStatus
 from capsearch.db.outage import is_unavailable
-from capsearch.state import AppState
-from tests.browserkit import free_port
+from tests.apikit import dead_database_url, state_of
 
 pytestmark = pytest.mark.fake_captioner
 
@@ -33,11 +32,6 @@ LONG = 60_000  # about the longest URL httpx sends
 def settings(settings: Settings) -> Settings:
     # Hundreds of refused requests from one client must reach validation, not its rate limit.
     return settings.model_copy(update={"rate_limits": RateLimitSettings(enabled=False)})
-
-
-def state_of(app: FastAPI) -> AppState:
-    s: AppState = app.state.capsearch
-    return s
 
 
 async def add_image(app: FastAPI, n: int = 1) -> int:
@@ -186,12 +180,6 @@ async def test_every_answer_carries_a_request_id(client: httpx.AsyncClient) -> N
         and b.headers["x-request-id"]
         and a.headers["x-request-id"] != b.headers["x-request-id"]
     )
-
-
-def dead_database_url(db_url: str, tmp_path: object) -> str:
-    if db_url.startswith("postgresql"):
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/capsearch"  # nothing listens
-    return f"sqlite+aiosqlite:///{tmp_path}"  # a directory: "unable to open database file"
 
 
 async def test_database_outage_is_503_everywhere(

@@ -25,10 +25,10 @@ from sqlalchemy import text
 
 from capsearch.db import migrate
 from capsearch.db.session import create_engine
+from tests.apikit import files
 from tests.browserkit import free_port
 from tests.conftest import photo_bytes
 from tests.pgcluster import PgCluster, pg_cluster
-from tests.test_api_images import files
 
 pytestmark = pytest.mark.faults
 

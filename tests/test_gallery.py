@@ -14,9 +14,9 @@ from PIL import Image as PILImage
 from capsearch.config import GallerySettings, Settings
 from capsearch.services.gallery import ExampleCaption, Gallery
 from capsearch.templating import web_dir
+from tests.apikit import files, state_of
 from tests.conftest import photo_bytes
 from tests.fakes import FakeCaptioner
-from tests.test_api_images import files, state_of
 
 pytestmark = pytest.mark.fake_captioner
 

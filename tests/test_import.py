@@ -14,8 +14,8 @@ from PIL import Image as PILImage
 from capsearch import cli
 from capsearch.config import Settings, get_settings
 from capsearch.importer import Importer, find_files, format_report
+from tests.apikit import count_rows
 from tests.conftest import photo_bytes
-from tests.test_api_images import count_rows
 
 
 def make_folder(root: Path) -> dict[str, int]:

@@ -26,20 +26,14 @@ from capsearch.config import MaintenanceSettings, ServerSettings, Settings
 from capsearch.db.models import Image, ImageStatus, utcnow
 from capsearch.services.maintenance import Maintenance, SweepReport
 from capsearch.shutdown import ShutdownClock
-from capsearch.state import AppState
 from capsearch.text import clean_text
+from tests.apikit import files, state_of
 from tests.conftest import TEST_HOSTS, photo_bytes
 from tests.fakes import FakeCaptioner
-from tests.test_api_images import files
 
 pytestmark = pytest.mark.fake_captioner
 
 HOUR_AGO = time.time() - 3600
-
-
-def state_of(app: FastAPI) -> AppState:
-    s: AppState = app.state.capsearch
-    return s
 
 
 @asynccontextmanager

@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 
 from capsearch.app import CaptionerFactory
 from capsearch.templating import render
+from tests.apikit import files
 from tests.conftest import photo_bytes
 from tests.search_helpers import CAPTIONS, ScriptedCaptioner, assert_index_matches_database, upload_captioned
-from tests.test_api_images import files
 from tests.ws_page import Page, page, root_of, text_of
 
 DOG = "a dog running on the beach"

@@ -19,10 +19,9 @@ from capsearch.app import create_app
 from capsearch.config import RateLimitSettings, Settings
 from capsearch.importer import Importer, find_files
 from capsearch.ratelimit import RateLimiter
-from capsearch.state import AppState
+from tests.apikit import count_rows, files, state_of
 from tests.conftest import photo_bytes
 from tests.fakes import FakeCaptioner
-from tests.test_api_images import count_rows, files
 from tests.voicekit import silence, wav_bytes
 from tests.ws_page import root_of
 
@@ -34,11 +33,6 @@ TIGHT = RateLimitSettings(uploads_burst=2, searches_burst=3, voice_burst=1)
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
-
-
-def state_of(app: FastAPI) -> AppState:
-    s: AppState = app.state.capsearch
-    return s
 
 
 def use_clock(app: FastAPI, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from capsearch.app import CaptionerFactory
+from tests.apikit import files, state_of
 from tests.conftest import photo_bytes
 from tests.search_helpers import (
     CAPTIONS,
@@ -21,7 +22,6 @@ from tests.search_helpers import (
     assert_index_matches_database,
     upload_captioned,
 )
-from tests.test_api_images import files, state_of
 
 
 @pytest.fixture

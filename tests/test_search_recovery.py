@@ -22,8 +22,8 @@ from capsearch.db.models import Image
 from capsearch.ml.factory import build_embedder
 from capsearch.search import persist
 from capsearch.services.indexing import SearchIndexer
+from tests.apikit import state_of
 from tests.search_helpers import CAPTIONS, ScriptedCaptioner, assert_index_matches_database, upload_captioned
-from tests.test_api_images import state_of
 
 INDEX_LOG = "capsearch.services.indexing"
 

@@ -19,19 +19,13 @@ from fastapi import FastAPI
 from capsearch.app import create_app
 from capsearch.config import ServerSettings, Settings
 from capsearch.hosts import HostPolicy
-from capsearch.state import AppState
+from tests.apikit import count_rows, files, state_of
 from tests.conftest import TEST_HOSTS, photo_bytes
 from tests.fakes import FakeCaptioner
-from tests.test_api_images import count_rows, files
 
 pytestmark = pytest.mark.fake_captioner
 
 EVIL = "https://evil.example"
-
-
-def state_of(app: FastAPI) -> AppState:
-    s: AppState = app.state.capsearch
-    return s
 
 
 @asynccontextmanager

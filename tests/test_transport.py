@@ -9,6 +9,7 @@ stand in for waiting on the server (every wait is for the server's own answer or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -44,7 +45,10 @@ def settings(settings: Settings) -> Settings:
 @pytest.fixture
 async def port(app: FastAPI, settings: Settings) -> AsyncIterator[int]:
     async with serve(app, settings.server) as url:
-        yield int(url.rsplit(":", 1)[1])
+        try:
+            yield int(url.rsplit(":", 1)[1])
+        finally:
+            await close_all()
 
 
 class Conn:
@@ -93,8 +97,23 @@ class Conn:
         self.writer.close()
 
 
+# Every connection a test opened, closed (and waited for) when its server goes: an unclosed stream is
+# a ResourceWarning, which this suite treats as a failure.
+_OPEN: list[Conn] = []
+
+
 async def connect(port: int) -> Conn:
-    return Conn(*await asyncio.open_connection("127.0.0.1", port))
+    conn = Conn(*await asyncio.open_connection("127.0.0.1", port))
+    _OPEN.append(conn)
+    return conn
+
+
+async def close_all() -> None:
+    while _OPEN:
+        conn = _OPEN.pop()
+        conn.close()
+        with contextlib.suppress(OSError):
+            await conn.writer.wait_closed()
 
 
 def parse(raw: bytes) -> tuple[int, dict[str, object]]:
@@ -250,5 +269,4 @@ async def test_past_the_concurrency_cap_requests_get_json_503(app: FastAPI, sett
         await c.send(request("GET", "/healthz"))
         status, headers, body = await c.response()
         assert status == 503 and json.loads(body)["code"] == "server_busy" and headers["retry-after"] == "1"
-        for h in held:
-            h.close()
+        await close_all()
