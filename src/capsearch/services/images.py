@@ -32,7 +32,6 @@ from capsearch.text import clean_text
 
 log = logging.getLogger(__name__)
 
-UNFINISHED = (ImageStatus.RECEIVED, ImageStatus.CAPTIONING)
 # A wait=true caller whose caption keeps getting lost (an outage longer than the write retries) is told
 # to come back rather than held forever.
 WAIT_ROUNDS = 3
@@ -218,7 +217,7 @@ class ImageService:
         for _ in range(WAIT_ROUNDS):
             await self.jobs.wait(image_id)
             image = await self.get(image_id)
-            if image.status not in UNFINISHED:
+            if image.status not in repo.UNFINISHED:
                 return image
             if self.clock.begun:
                 raise ShuttingDownError("The server is stopping; this image is captioned after it restarts.")

@@ -29,16 +29,18 @@ async def page(session: AsyncSession, limit: int, before_id: int | None) -> tupl
     return items, total
 
 
+# Accepted but not captioned yet: a live caption task owns the row, or nobody does (a crash, an outage).
+UNFINISHED = (ImageStatus.RECEIVED, ImageStatus.CAPTIONING)
+
+
 async def unfinished(session: AsyncSession) -> Sequence[Image]:
-    q = select(Image).where(Image.status.in_([ImageStatus.RECEIVED, ImageStatus.CAPTIONING]))
+    q = select(Image).where(Image.status.in_(UNFINISHED))
     return (await session.execute(q.order_by(Image.id))).scalars().all()
 
 
 async def stuck(session: AsyncSession, idle_since: datetime) -> Sequence[Image]:
     """Unfinished rows that have not changed since `idle_since` (oldest first)."""
-    q = select(Image).where(
-        Image.status.in_([ImageStatus.RECEIVED, ImageStatus.CAPTIONING]), Image.updated_at < idle_since
-    )
+    q = select(Image).where(Image.status.in_(UNFINISHED), Image.updated_at < idle_since)
     return (await session.execute(q.order_by(Image.id))).scalars().all()
 
 
