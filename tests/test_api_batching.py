@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from capsearch.app import create_app
 from capsearch.config import BatchSettings, Settings
+from capsearch.events import ImageChanged
 from tests.apikit import count_rows, files, state_of
 from tests.conftest import _serve, photo_bytes
 from tests.fakes import FakeCaptioner
@@ -35,7 +36,7 @@ async def test_concurrent_clients_are_grouped_into_batches(
         announced: set[int] = set()
         while len(announced) < 7:
             ev = await asyncio.wait_for(updates.get(), 30)
-            announced.add(ev.payload["id"])
+            announced.add(ev.image_id)
     assert state_of(app).caption_batcher.depth == 7
     fake_captioner.gate.set()
     responses = await asyncio.gather(first, *rest)
@@ -105,7 +106,9 @@ async def test_work_left_by_a_stopped_server_is_captioned_on_the_next_start(
             assert status in ("received", "captioning", "ready")
             while status != "ready":
                 ev = await asyncio.wait_for(updates.get(), 10)
-                status = ev.payload["status"] if ev.payload["id"] == image_id else status
+                status = (
+                    ev.image.status if isinstance(ev, ImageChanged) and ev.image_id == image_id else status
+                )
         assert fresh.batches == [1]
         assert (await client.get(f"/api/images/{image_id}")).json()["caption"].startswith("a picture")
 

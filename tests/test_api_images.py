@@ -8,6 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from capsearch.events import ImageChanged
 from tests.apikit import count_rows, files, state_of
 from tests.conftest import photo_bytes
 
@@ -24,7 +25,11 @@ async def test_upload_then_poll_until_captioned(client: httpx.AsyncClient, app: 
         # Wait for the service's own "ready" event rather than sleeping.
         while True:
             ev = await asyncio.wait_for(updates.get(), 30)
-            if ev.payload["id"] == image["id"] and ev.payload["status"] in ("ready", "failed"):
+            if (
+                isinstance(ev, ImageChanged)
+                and ev.image_id == image["id"]
+                and ev.image.status in ("ready", "failed")
+            ):
                 break
     polled = (await client.get(f"/api/images/{image['id']}")).json()
     assert polled["status"] == "ready"

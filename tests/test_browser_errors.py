@@ -14,8 +14,8 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.requests import HTTPConnection
 
-from capsearch.api.deps import get_search_service
 from capsearch.api.middleware import DB_DOWN, INTERNAL
+from capsearch.deps import get_search_service
 from capsearch.services.search import SearchService
 from capsearch.state import AppState
 from tests.apikit import dead_database_url

@@ -15,10 +15,10 @@ from fastapi import FastAPI
 from sqlalchemy import exc as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from capsearch.api.deps import get_image_service
 from capsearch.config import RateLimitSettings, Settings
 from capsearch.db.models import Image, ImageStatus
 from capsearch.db.outage import is_unavailable
+from capsearch.deps import get_library
 from tests.apikit import dead_database_url, state_of
 
 pytestmark = pytest.mark.fake_captioner
@@ -153,7 +153,7 @@ async def test_unexpected_error_is_json_with_request_id_logged_once(
     def broken() -> None:
         raise RuntimeError("the image service fell over")
 
-    app.dependency_overrides[get_image_service] = broken
+    app.dependency_overrides[get_library] = broken
     caplog.set_level(logging.INFO)
     r = await client.get("/api/images/1")
     body = assert_error(r, 500, "internal_error")

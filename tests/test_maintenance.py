@@ -21,7 +21,8 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image as PILImage
 
-from capsearch.app import create_app, index_dir
+from capsearch.app import create_app
+from capsearch.compose import index_dir
 from capsearch.config import MaintenanceSettings, ServerSettings, Settings
 from capsearch.db.models import Image, ImageStatus, utcnow
 from capsearch.services.maintenance import Maintenance, SweepReport

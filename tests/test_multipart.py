@@ -14,9 +14,10 @@ from starlette.routing import Route
 from starlette.types import Message
 
 from capsearch.api import multipart
-from capsearch.api.multipart import body_limit, clean_filename, read_uploaded_files
+from capsearch.api.multipart import body_limit, read_uploaded_files
 from capsearch.config import LimitSettings
 from capsearch.errors import CapsearchError
+from capsearch.text import clean_filename
 
 BOUNDARY = "testboundary1234"
 SMALL = LimitSettings(max_image_bytes=1000, max_files_per_request=3)

@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from capsearch.app import CaptionerFactory
+from capsearch.events import ImageChanged, ImageDeleted
 from tests.apikit import files, state_of
 from tests.conftest import photo_bytes
 from tests.search_helpers import (
@@ -126,7 +127,8 @@ async def test_edit_caption_reindexes_and_keeps_the_model_caption(
         r = await client.patch(f"/api/images/{image_id}", json={"caption": "  a yellow submarine  "})
         assert r.status_code == 200, r.text
         event = await asyncio.wait_for(updates.get(), 10)
-    assert event.kind == "image.updated" and event.payload["id"] == image_id
+    assert isinstance(event, ImageChanged) and event.image_id == image_id
+    assert event.image.caption == "a yellow submarine"
     body = r.json()
     assert body["caption"] == "a yellow submarine"
     assert body["user_caption"] == "a yellow submarine"
@@ -165,7 +167,7 @@ async def test_delete_removes_row_files_and_index_entry(
         r = await client.delete(f"/api/images/{image_id}")
         assert r.status_code == 204 and r.content == b""
         event = await asyncio.wait_for(updates.get(), 10)
-    assert (event.kind, event.payload) == ("image.deleted", {"id": image_id})
+    assert event == ImageDeleted(id=image_id)
     assert (await client.get(f"/api/images/{image_id}")).status_code == 404
     assert (await client.get(image["url"])).status_code == 404
     assert (await client.get(image["thumbnail_url"])).status_code == 404

@@ -15,8 +15,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import update
 
-from capsearch.app import create_app, index_dir
+from capsearch.app import create_app
 from capsearch.cli import cmd_reindex
+from capsearch.compose import index_dir
 from capsearch.config import Settings
 from capsearch.db.models import Image
 from capsearch.ml.factory import build_embedder

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from capsearch.config import VoiceSettings
-from capsearch.services.voice import has_speech, query_of
+from capsearch.pipelines.voice import has_speech, query_of
 from capsearch.voice.audio import (
     PCM_F32LE,
     PCM_S16LE,

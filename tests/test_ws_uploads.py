@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from capsearch.app import create_app
 from capsearch.batching import Priority
 from capsearch.config import Settings
+from capsearch.intake.images import normalise_image
 from capsearch.ws.uploads import UploadRegistry
 from tests import imagefactory as make
 from tests.conftest import photo_bytes
@@ -190,3 +191,39 @@ def test_closing_the_page_deletes_its_partials_and_releases_its_captions(setting
             watcher.fragment(f"image-{waiting}", "done")
         assert priorities == [Priority.INTERACTIVE, Priority.INTERACTIVE, Priority.BACKGROUND]
         assert web.get(f"/api/images/{waiting}").json()["status"] == "ready"
+
+
+def test_a_socket_upload_is_moved_into_the_store_not_written_again(web: TestClient, monkeypatch: Any) -> None:
+    """Its bytes were hashed as they arrived and lie on the store's filesystem: the temp file becomes
+    the stored original (same inode), and neither a second write nor a second hash happens."""
+    state = state_of(web)
+    data = photo_bytes(77)
+    inodes: list[int] = []
+    real_complete = state.uploads.complete
+
+    async def complete_and_note(upload: Any, sha256: str) -> Any:
+        received = await real_complete(upload, sha256)
+        inodes.append(received.path.stat().st_ino)
+        return received
+
+    def no_second_write(*_args: object) -> None:
+        raise AssertionError("a socket upload's original must be moved in, not written again")
+
+    monkeypatch.setattr(state.uploads, "complete", complete_and_note)
+    monkeypatch.setattr(state.store, "put", no_second_write)
+    digests: list[str | None] = []
+
+    def normalise_noting_the_digest(*args: Any, sha256: str | None = None) -> Any:
+        digests.append(sha256)  # given: the bytes are not hashed again
+        return normalise_image(*args, sha256=sha256)
+
+    monkeypatch.setattr("capsearch.pipelines.images.normalise_image", normalise_noting_the_digest)
+    with page(web) as p:
+        p.upload("moved-in", data)
+        done = p.expect("upload.done", id="moved-in", duplicate=False)
+        p.fragment("upload-moved-in-status", "done")
+    image = web.get(f"/api/images/{done['image_id']}").json()
+    original = state.store.original_path(image["sha256"], "image/jpeg")
+    assert original.read_bytes() == data and original.stat().st_ino == inodes[0]
+    assert digests == [hashlib.sha256(data).hexdigest()]
+    assert partials(web) == []

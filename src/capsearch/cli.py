@@ -132,7 +132,8 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
-    from capsearch.app import SchemaOutOfDateError, check_schema, index_dir
+    from capsearch.app import SchemaOutOfDateError, check_schema
+    from capsearch.compose import index_dir
     from capsearch.db.session import create_engine, session_factory
     from capsearch.ml.registry import embedder_dim, spec_for
     from capsearch.services.indexing import rebuild_saved_index

@@ -1,4 +1,4 @@
-"""The long-lived resources one running app owns, built and torn down by the lifespan."""
+"""The long-lived resources one running app owns, built and torn down by the lifespan (capsearch.compose)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,17 @@ from capsearch.batching import Batcher
 from capsearch.config import Settings
 from capsearch.events import EventBus
 from capsearch.ml.base import Embedder, Model
+from capsearch.pipelines.images import ImagePipeline
+from capsearch.pipelines.voice import VoicePipeline
 from capsearch.ratelimit import RateLimits
 from capsearch.services.gallery import Gallery
-from capsearch.services.images import ImageService
 from capsearch.services.indexing import SearchIndexer
+from capsearch.services.library import ImageLibrary
 from capsearch.services.search import SearchService
-from capsearch.services.voice import VoiceService
 from capsearch.storage import ContentStore
 from capsearch.voice.streams import VoiceStreams
+from capsearch.ws.connection import SocketServices
+from capsearch.ws.feed import LiveFeed
 from capsearch.ws.uploads import UploadRegistry
 
 
@@ -32,7 +35,8 @@ class AppState:
     events: EventBus
     captioner: Model[PILImage.Image, str]
     caption_batcher: Batcher[PILImage.Image, str]
-    images: ImageService
+    images: ImagePipeline
+    library: ImageLibrary
     embedder: Embedder
     embed_batcher: Batcher[str, np.ndarray]
     indexer: SearchIndexer
@@ -40,7 +44,20 @@ class AppState:
     uploads: UploadRegistry
     transcriber: Model[np.ndarray, str]
     transcribe_batcher: Batcher[np.ndarray, str]
-    voice: VoiceService
+    voice: VoicePipeline
     voice_streams: VoiceStreams
     gallery: Gallery
+    live: LiveFeed
     rate_limits: RateLimits
+
+    def sockets(self) -> SocketServices:
+        return SocketServices(
+            settings=self.settings,
+            live=self.live,
+            images=self.images,
+            uploads=self.uploads,
+            voice=self.voice,
+            voice_streams=self.voice_streams,
+            gallery=self.gallery,
+            rate_limits=self.rate_limits,
+        )

@@ -1,8 +1,9 @@
 """Content-addressed local store for originals and display thumbnails.
 
 Layout: ``<dir>/originals/ab/cd/<sha256>.<ext>`` and ``<dir>/thumbs/ab/cd/<sha256>.jpg``. Every write
-goes to a temp file in the target directory, is fsynced, then renamed, so a crash never leaves a
-half-written file under a real name. All methods are blocking; callers run them in a thread.
+goes to a temp file (in the target directory, or a socket upload's own on the same filesystem), is
+fsynced, then renamed, so a crash never leaves a half-written file under a real name. All methods
+are blocking; callers run them in a thread.
 """
 
 from __future__ import annotations
@@ -66,6 +67,26 @@ class ContentStore:
             raise
         return files
 
+    def adopt(self, sha256: str, mime: str, received: Path, thumbnail_jpeg: bytes) -> StoredFiles:
+        """Like `put`, for an original already on disk in this store's filesystem (a socket upload's
+        temp file): it is synced and renamed into place, not copied. Left where it is if the store
+        already holds those bytes."""
+        files = StoredFiles(self.original_path(sha256, mime), self.thumbnail_path(sha256))
+        moved = False
+        try:
+            if not files.original.exists():
+                files.original.parent.mkdir(parents=True, exist_ok=True)
+                _sync(received)
+                os.replace(received, files.original)
+                moved = True
+            if not files.thumbnail.exists():
+                _atomic_write(files.thumbnail, thumbnail_jpeg)
+        except BaseException:
+            if moved:  # never one half of a pair; the upload is refused and sent again
+                files.original.unlink(missing_ok=True)
+            raise
+        return files
+
     def delete(self, sha256: str, mime: str) -> None:
         for p in (self.original_path(sha256, mime), self.thumbnail_path(sha256)):
             p.unlink(missing_ok=True)
@@ -89,6 +110,14 @@ class ContentStore:
 
     def all_files(self) -> list[Path]:
         return [p for kind in MEDIA_KINDS for p in (self.root / kind).rglob("*") if p.is_file()]
+
+
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

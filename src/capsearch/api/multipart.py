@@ -7,7 +7,6 @@ refusal and the others in the same request still go through.
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,14 +17,13 @@ from starlette.requests import Request
 from capsearch.config import LimitSettings
 from capsearch.errors import CapsearchError, IntakeError
 from capsearch.intake.images import describe_size, too_large_error
-from capsearch.text import clean_text
+from capsearch.text import MAX_FILENAME, clean_filename
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
 # Room per file for the part headers and boundaries around it.
 PART_OVERHEAD = 64 * 1024
-MAX_FILENAME = 255
 
 
 @dataclass
@@ -166,17 +164,6 @@ class _Collector:
         else:
             self.files.append(UploadedFile(self._filename, self._content_type, bytes(self._buffer), None))
         self._buffer = bytearray()
-
-
-def clean_filename(name: str | None) -> str | None:
-    """Keep a name fit for display: last path segment, no control or bidi-override characters."""
-    if name is None:
-        return None
-    # No control characters, no invisible format characters such as U+202E, used to disguise names.
-    text = clean_text(posixpath.basename(name.replace("\\", "/")))
-    if text in ("", ".", ".."):
-        return None
-    return text[:MAX_FILENAME]
 
 
 def _decode(raw: bytes | None) -> str:

@@ -1,66 +1,21 @@
-"""Response and request shapes of the REST API (they also become the OpenAPI schema)."""
+"""Response and request shapes of the REST API (they also become the OpenAPI schema).
+
+The shapes the socket shares (an image, a search answer) live one layer down, in `capsearch.shapes`.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Path, Query
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
-from capsearch.db.models import Image, ImageStatus
+from capsearch.shapes import ImageOut
 
 
 class ErrorOut(BaseModel):
     detail: str = Field(description="A plain sentence saying what went wrong and what to do.")
     code: str = Field(description="Stable machine-readable error code.")
-
-
-class ImageOut(BaseModel):
-    id: int
-    sha256: str
-    status: ImageStatus
-    caption: str | None = Field(description="What is shown and searched: the person's caption if set.")
-    model_caption: str | None = Field(description="The model's caption, kept when a person edits it.")
-    user_caption: str | None = Field(description="The caption a person wrote, or null.")
-    caption_model: str | None
-    error: str | None
-    mime: str
-    width: int
-    height: int
-    size_bytes: int
-    filename: str | None
-    url: str = Field(description="The original bytes, as uploaded.")
-    thumbnail_url: str = Field(description="A JPEG, longest side 640 px, without metadata.")
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, image: Image) -> ImageOut:
-        return cls(
-            id=image.id,
-            sha256=image.sha256,
-            status=image.status,
-            caption=image.effective_caption,
-            model_caption=image.caption,
-            user_caption=image.user_caption,
-            caption_model=image.caption_model,
-            error=image.error,
-            mime=image.mime,
-            width=image.width,
-            height=image.height,
-            size_bytes=image.size_bytes,
-            filename=image.filename,
-            url=f"/media/originals/{image.sha256}",
-            thumbnail_url=f"/media/thumbs/{image.sha256}",
-            created_at=_utc(image.created_at),
-            updated_at=_utc(image.updated_at),
-        )
-
-
-def _utc(t: datetime) -> datetime:
-    # SQLite hands timestamps back without a zone; they were written in UTC.
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 class UploadOutcome(BaseModel):
@@ -111,16 +66,3 @@ CaptionText = Annotated[
 
 class ImagePatch(BaseModel):
     caption: CaptionText = Field(description="The person's caption; the model's is kept beside it.")
-
-
-class SearchHit(BaseModel):
-    image: ImageOut
-    score: float = Field(description='Hybrid score in [0, 1] (README "Search"); hits are ordered by it.')
-    similarity: float = Field(description="Cosine similarity of query and caption alone.")
-    keyword_match: float = Field(description="Share of the query's keywords found in the caption.")
-
-
-class SearchResponse(BaseModel):
-    query: str = Field(description="The query as searched (whitespace collapsed).")
-    hits: list[SearchHit] = Field(description="Best first; empty when nothing matches well enough.")
-    no_match: bool = Field(description="True when no image clears the score floor.")

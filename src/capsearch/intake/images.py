@@ -86,7 +86,11 @@ def sniff_mime(head: bytes) -> str | None:
     return "image/png" if mime == "image/apng" else mime
 
 
-def normalise_image(data: bytes, limits: LimitSettings, thumbnail_size: int = 640) -> NormalisedImage:
+def normalise_image(
+    data: bytes, limits: LimitSettings, thumbnail_size: int = 640, *, sha256: str | None = None
+) -> NormalisedImage:
+    """`sha256`: the bytes' digest when the caller already has it (a socket upload hashes as it
+    receives), so the bytes are not hashed twice."""
     if not data:
         raise IntakeError("empty_file", "This file is empty.")
     if len(data) > limits.max_image_bytes:
@@ -118,7 +122,7 @@ def normalise_image(data: bytes, limits: LimitSettings, thumbnail_size: int = 64
     out = io.BytesIO()
     image.save(out, "JPEG", quality=85)
     return NormalisedImage(
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256 or hashlib.sha256(data).hexdigest(),
         mime=mime,
         ext=_EXT_BY_MIME[mime],
         width=width,

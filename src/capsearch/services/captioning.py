@@ -1,5 +1,6 @@
-"""Bookkeeping for captions in flight: which task captions which image, who waits for it; and the
-writes that record a caption's outcome.
+"""Bookkeeping for captions in flight: which task captions which image, who waits for it; and
+captioning images again from their stored originals. The writes that record a caption's outcome are
+capsearch.services.caption_writer's.
 
 Kept apart from the image flow so the rules — duplicates and `wait=true` join work in flight, a
 closed page lets go of work nobody else wants, a waiter is let go when shutdown's grace runs out, a
@@ -10,24 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image as PILImage
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from capsearch.batching import Batcher, Priority
-from capsearch.db.models import Image, ImageStatus
-from capsearch.db.outage import is_unavailable, retry_unavailable
+from capsearch.db.models import Image
+from capsearch.db.outage import is_unavailable
 from capsearch.errors import CapsearchError, ShuttingDownError
 from capsearch.intake.images import NormalisedImage
 from capsearch.services import repo
 from capsearch.shutdown import ShutdownClock
 from capsearch.storage import ContentStore
-from capsearch.text import clean_text
 
 if TYPE_CHECKING:
-    from capsearch.services.indexing import SearchIndexer
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -142,85 +142,6 @@ def _stopped() -> ShuttingDownError:
     )
 
 
-class CaptionWriter:
-    """Records a caption's outcome on its row. While the database is unreachable each write is retried
-    with backoff for up to `retry_s`, so a caption finished during an outage lands when it returns; after
-    that the row stays unfinished, and the maintenance sweep captions it again."""
-
-    def __init__(
-        self,
-        *,
-        sessions: async_sessionmaker[AsyncSession],
-        indexer: SearchIndexer | None,
-        caption_model: str,
-        retry_s: float,
-        publish: Callable[[Image], None],
-    ) -> None:
-        self.sessions = sessions
-        self.indexer = indexer
-        self.caption_model = caption_model
-        self.retry_s = retry_s
-        self._publish = publish
-
-    async def ready(self, image_id: int, caption: str) -> None:
-        # Cleaned like a person's caption: PostgreSQL cannot store NUL, and no caption hides text.
-        caption = clean_text(caption)
-        fields: dict[str, Any] = {"status": ImageStatus.READY, "caption": caption, "error": None}
-        fields["caption_model"] = self.caption_model
-        if self.indexer is None:
-            await self._write(image_id, fields, "saving a caption")
-            return
-        # Embedded before the row turns ready, in the same transaction: "ready" (and wait=true) means
-        # findable. If embedding fails the caption is still kept; the next start embeds it.
-        indexer = self.indexer
-        vector = await indexer.embed(caption)
-        await self._guarded(
-            image_id, lambda: indexer.apply(image_id, fields, caption, vector), "saving a caption"
-        )
-
-    async def failed(self, image_id: int, error: str) -> None:
-        await self._write(image_id, {"status": ImageStatus.FAILED, "error": error}, "saving a failed caption")
-
-    async def captioning(self, image_id: int) -> None:
-        """received → captioning. Not retried: the outcome's write, which is, supersedes it."""
-        try:
-            async with self.sessions() as s:
-                async with s.begin():
-                    changed = await repo.mark_captioning(s, image_id)
-                image = await repo.get(s, image_id) if changed else None
-        except Exception as e:
-            if not is_unavailable(e):
-                raise
-            log.warning("image %s: could not mark it captioning (database unreachable)", image_id)
-            return
-        if image is not None:
-            self._publish(image)
-
-    async def _write(self, image_id: int, fields: dict[str, Any], what: str) -> None:
-        async def write() -> Image | None:
-            async with self.sessions() as s, s.begin():
-                image = await s.get(Image, image_id, with_for_update=True)
-                if image is None:
-                    return None
-                for name, value in fields.items():
-                    setattr(image, name, value)
-            return image
-
-        await self._guarded(image_id, write, what)
-
-    async def _guarded(
-        self, image_id: int, write: Callable[[], Coroutine[Any, Any, Image | None]], what: str
-    ) -> None:
-        try:
-            image = await retry_unavailable(write, budget_s=self.retry_s, what=f"image {image_id}: {what}")
-        except Exception as e:
-            if not is_unavailable(e):
-                raise
-            return  # logged by the retry; the row stays unfinished for the sweep
-        if image is not None:
-            self._publish(image)
-
-
 class Recaptioner:
     """Captions unfinished images again from their stored originals: at start-up, from the maintenance
     sweep, for a page that went away, and for a `wait=true` caller whose caption was lost."""
@@ -234,7 +155,8 @@ class Recaptioner:
         normalise: Callable[[bytes], Coroutine[Any, Any, NormalisedImage]],
         tracker: Callable[[int], StartTracker],
         jobs: CaptionJobs,
-        writer: CaptionWriter,
+        landed: Callable[[int, str], Awaitable[None]],
+        failed: Callable[[int, str], Awaitable[None]],
         background_slots: int,
     ) -> None:
         self.sessions = sessions
@@ -243,7 +165,8 @@ class Recaptioner:
         self._normalise = normalise
         self._tracker = tracker
         self.jobs = jobs
-        self.writer = writer
+        self._landed = landed
+        self._failed = failed
         # Background re-queues trickle through the queue instead of tripping its limit.
         self._background = asyncio.Semaphore(background_slots)
 
@@ -282,6 +205,6 @@ class Recaptioner:
         except ShuttingDownError:
             return
         except (CapsearchError, OSError) as e:
-            await self.writer.failed(image.id, getattr(e, "message", str(e)))
+            await self._failed(image.id, getattr(e, "message", str(e)))
         else:
-            await self.writer.ready(image.id, caption)
+            await self._landed(image.id, caption)

@@ -34,7 +34,7 @@ from capsearch.services import repo
 from capsearch.storage import MEDIA_KINDS, MIME_BY_EXT, is_sha256
 
 if TYPE_CHECKING:
-    from capsearch.services.images import ImageService
+    from capsearch.pipelines.images import ImagePipeline
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class _Shard:
 
 class Maintenance:
     def __init__(
-        self, settings: MaintenanceSettings, images: ImageService, *, temp_dirs: Sequence[Path] = ()
+        self, settings: MaintenanceSettings, images: ImagePipeline, *, temp_dirs: Sequence[Path] = ()
     ) -> None:
         self.settings = settings
         self.images = images
@@ -109,7 +109,7 @@ class Maintenance:
 
     async def startup(self) -> SweepReport:
         """Before serving: temp files and orphans a crash left. Unfinished rows are the lifespan's
-        (`ImageService.resume_unfinished`)."""
+        (`ImagePipeline.resume_unfinished`)."""
         report = SweepReport()
         await self.sweep_files(report)
         return report

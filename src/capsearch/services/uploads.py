@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from capsearch.batching import Priority
 from capsearch.db.models import Image
 from capsearch.errors import CapsearchError
-from capsearch.services.images import ImageService
+from capsearch.pipelines.images import ImagePipeline
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class FileOutcome:
 
 
 async def ingest_files(
-    service: ImageService,
+    service: ImagePipeline,
     files: Sequence[IncomingFile],
     *,
     wait: bool = False,

@@ -2,7 +2,9 @@
 
 Messages are read and handled in order; everything sent goes through one bounded outbox drained by a
 single writer task, so concurrent senders (the read loop, finishing uploads, the live feed, the
-sweeper) never interleave frames, and a page that reads slowly only slows itself down.
+sweeper) never interleave frames, and a page that reads slowly only slows itself down. Live updates
+arrive already rendered from the process's one LiveFeed (ws.feed); only an upload's own status card
+is rendered here, for this page alone.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from capsearch.db.models import Image
-from capsearch.errors import NotFoundError
-from capsearch.events import Event
-from capsearch.ratelimit import client_key
-from capsearch.state import AppState
+from capsearch.config import Settings
+from capsearch.events import ImageChanged
+from capsearch.pipelines.images import ImagePipeline
+from capsearch.pipelines.voice import VoicePipeline
+from capsearch.ratelimit import RateLimits, client_key
+from capsearch.services.gallery import Gallery
+from capsearch.shapes import ImageOut
+from capsearch.voice.streams import VoiceStreams
 from capsearch.ws import fragments
+from capsearch.ws.feed import LiveFeed, PageFeed, Rendered, Resync, Watch
 from capsearch.ws.frames import PcmFrame, parse_binary
 from capsearch.ws.gallery_handler import GalleryHandler
 from capsearch.ws.messages import (
@@ -45,6 +51,7 @@ from capsearch.ws.messages import (
     parse_text,
 )
 from capsearch.ws.upload_handler import UploadHandler
+from capsearch.ws.uploads import UploadRegistry
 from capsearch.ws.voice_handler import VoiceHandler
 
 log = logging.getLogger(__name__)
@@ -52,8 +59,20 @@ log = logging.getLogger(__name__)
 NORMAL_CLOSE = frozenset({1000, 1001})  # the page closed or navigated away on purpose
 OUTBOX_SIZE = 64
 CLOSE_FLUSH_S = 5.0
-# Private event kind: asks this socket's feed to send an upload's status card now.
-_WATCH = "ws.watch"
+
+
+@dataclass(frozen=True)
+class SocketServices:
+    """What page sockets work with; each handler is given only the parts it uses."""
+
+    settings: Settings
+    live: LiveFeed
+    images: ImagePipeline
+    uploads: UploadRegistry
+    voice: VoicePipeline
+    voice_streams: VoiceStreams
+    gallery: Gallery
+    rate_limits: RateLimits
 
 
 @dataclass(frozen=True)
@@ -63,9 +82,11 @@ class _Close:
 
 
 class Connection:
-    def __init__(self, websocket: WebSocket, state: AppState) -> None:
+    def __init__(self, websocket: WebSocket, services: SocketServices) -> None:
         self.ws = websocket
-        self.state = state
+        self.live = services.live
+        self._release = services.images.release_owner
+        self._max_message = services.settings.uploads.max_message_bytes
         self._id = f"ws-{uuid.uuid4().hex}"
         # Per-client limits (uploads, recordings, rates) count every socket of one address together.
         self.client = client_key(websocket)
@@ -73,20 +94,34 @@ class Connection:
         self._outbox: asyncio.Queue[str | _Close] = asyncio.Queue(OUTBOX_SIZE)
         self._watch: dict[int, set[str]] = {}  # image id → upload ids whose status card follows it
         self._tasks: set[asyncio.Task[None]] = set()
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._feed_in = PageFeed()
         self._writer: asyncio.Task[None] | None = None
-        self.uploads = UploadHandler(self, state)
-        self.voice = VoiceHandler(self, state)
-        self.gallery = GalleryHandler(self, state)
+        settings = services.settings
+        self.uploads = UploadHandler(
+            self,
+            registry=services.uploads,
+            images=services.images,
+            settings=settings.uploads,
+            limits=settings.limits,
+            rate_limits=services.rate_limits,
+        )
+        self.voice = VoiceHandler(
+            self,
+            streams=services.voice_streams,
+            voice=services.voice,
+            settings=settings.voice,
+            rate_limits=services.rate_limits,
+        )
+        self.gallery = GalleryHandler(self, services.gallery)
 
     @property
     def id(self) -> str:
         return self._id
 
     async def serve(self) -> None:
-        # Subscribed before accepting, so no image update between accept and the feed starting is lost.
-        async with self.state.events.subscribe() as events:
-            self._events = events
+        # Joined before accepting, so no image update between accept and the feed starting is lost.
+        with self.live.join() as feed_in:
+            self._feed_in = feed_in
             await self.ws.accept()
             self._writer = asyncio.create_task(self._write_loop())
             feed = self.spawn(self._feed())
@@ -101,6 +136,10 @@ class Connection:
 
     async def send(self, message: ServerMessage) -> None:
         await self._outbox.put(message.dump())
+
+    async def send_text(self, text: str) -> None:
+        """A message already serialised (a live update, rendered once for every page)."""
+        await self._outbox.put(text)
 
     async def _write_loop(self) -> None:
         while True:
@@ -124,7 +163,7 @@ class Connection:
 
     async def _read_loop(self) -> int:
         """Handle messages until the page goes away; returns the close code."""
-        limit = self.state.settings.uploads.max_message_bytes
+        limit = self._max_message
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -190,35 +229,37 @@ class Connection:
         """From now on, send the upload's status card whenever the image changes stage."""
         self._watch.setdefault(image_id, set()).add(upload_id)
         # Through the feed rather than sent from here, so status cards keep the feed's order.
-        if self._events.full():  # same drop-oldest rule as the bus: its publishers share the queue
-            self._events.get_nowait()
-        self._events.put_nowait(Event(_WATCH, {"id": image_id}))
+        self._feed_in.offer(Watch(image_id, upload_id))
 
     async def _feed(self) -> None:
         while True:
-            event = await self._events.get()
-            if event.kind == "image.deleted":
-                # No row to read any more: the fragment only names the elements every page removes.
-                await self.send(Fragment(html=fragments.image_deleted(int(event.payload["id"]))))
-                continue
-            if event.kind not in ("image.updated", _WATCH):
-                continue
+            item = await self._feed_in.next()
             try:
-                image = await self.state.images.get(int(event.payload["id"]))
-            except NotFoundError:
-                continue
-            except Exception as e:  # a database outage must not end this page's live updates
-                log.warning("live update of image %s skipped: %s", event.payload["id"], e)
-                continue
-            try:
-                if event.kind == "image.updated":
-                    await self.send(Fragment(html=fragments.image_card(image)))
-                await self._send_status_cards(image)
-            except Exception:  # one broken render must not end this page's live updates
-                log.exception("rendering the update of image %s failed", image.id)
+                if isinstance(item, Rendered):
+                    await self.send_text(item.text)
+                    if isinstance(item.event, ImageChanged):
+                        await self._send_status_cards(item.event.image)
+                    else:
+                        self._watch.pop(item.event.image_id, None)
+                elif isinstance(item, Watch):
+                    image = await self.live.snapshot(item.image_id)  # where it is now, not at upload
+                    if image is not None:
+                        await self._send_status_cards(image)
+                elif isinstance(item, Resync):
+                    await self._resync()
+            except Exception as e:  # a database outage or a broken render must not end live updates
+                log.warning("a live update on %s was skipped: %s", self._id, e, exc_info=True)
 
-    async def _send_status_cards(self, image: Image) -> None:
-        # Rendered from the row as read now, in the feed's order: a card never goes back a stage.
+    async def _resync(self) -> None:
+        """This page fell behind: send what it shows (the collection, its uploads' cards) as it is now."""
+        log.info("%s fell behind the live feed; resyncing it", self._id)
+        await self.send(Fragment(html=await self.live.collection()))
+        for image_id in sorted(self._watch):
+            image = await self.live.snapshot(image_id)
+            if image is not None:
+                await self._send_status_cards(image)
+
+    async def _send_status_cards(self, image: ImageOut) -> None:
         upload_ids = self._watch.get(image.id)
         if not upload_ids:
             return
@@ -244,7 +285,7 @@ class Connection:
         await self.voice.close()
         await self.uploads.close(normal=normal)
         if normal:
-            moved = self.state.images.release_owner(self._id)
+            moved = self._release(self._id)
             if moved:
                 log.info("page closed: %d queued caption(s) moved to background priority", moved)
         if self._writer is not None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from capsearch.api.schemas import ImageOut
-from capsearch.db.models import Image, ImageStatus
+from capsearch.db.models import ImageStatus
 from capsearch.services.gallery import Example, ExampleCaption
+from capsearch.shapes import ImageOut
 from capsearch.templating import render
 
 Stage = Literal["uploading", "queued", "captioning", "done", "failed"]
@@ -20,12 +20,18 @@ STAGE_BY_STATUS: dict[ImageStatus, Stage] = {
 FINAL_STAGES: frozenset[Stage] = frozenset({"done", "failed"})
 
 
-def image_json(image: Image) -> dict[str, Any]:
-    return ImageOut.of(image).model_dump(mode="json")
+def image_json(image: ImageOut) -> dict[str, Any]:
+    return image.model_dump(mode="json")
 
 
-def image_card(image: Image) -> str:
+def image_card(image: ImageOut) -> str:
     return render("partials/image_card.html", image=image_json(image))
+
+
+def collection(images: list[ImageOut], total: int) -> str:
+    """The whole collection (its newest cards and its count), swapped in out of band: a page that
+    fell behind the live feed is brought back to what it would show if it were loaded now."""
+    return render("partials/collection_resync.html", images=[image_json(i) for i in images], total=total)
 
 
 def image_deleted(image_id: int) -> str:
@@ -34,7 +40,7 @@ def image_deleted(image_id: int) -> str:
 
 
 def upload_status(
-    upload_id: str, stage: Stage, image: Image | None = None, error: dict[str, str] | None = None
+    upload_id: str, stage: Stage, image: ImageOut | None = None, error: dict[str, str] | None = None
 ) -> str:
     return render(
         "partials/upload_status.html",
@@ -45,7 +51,7 @@ def upload_status(
     )
 
 
-def upload_status_of(upload_id: str, image: Image) -> str:
+def upload_status_of(upload_id: str, image: ImageOut) -> str:
     """The status card of an upload that became `image`, at the image's current stage."""
     stage = STAGE_BY_STATUS[image.status]
     error = None

@@ -11,8 +11,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING
 
-from capsearch.services.gallery import ExampleCaption
-from capsearch.state import AppState
+from capsearch.services.gallery import ExampleCaption, Gallery
 from capsearch.ws import fragments
 from capsearch.ws.messages import Fragment
 
@@ -23,9 +22,9 @@ log = logging.getLogger(__name__)
 
 
 class GalleryHandler:
-    def __init__(self, channel: Connection, state: AppState) -> None:
+    def __init__(self, channel: Connection, gallery: Gallery) -> None:
         self.channel = channel
-        self.state = state
+        self.gallery = gallery
         self._task: asyncio.Task[None] | None = None
 
     async def request(self) -> None:
@@ -39,7 +38,7 @@ class GalleryHandler:
 
     async def _show(self) -> None:
         gallery_id = uuid.uuid4().hex[:10]
-        examples = await self.state.gallery.pick()
+        examples = await self.gallery.pick()
         if not examples:
             return
         await self.channel.send(Fragment(html=fragments.gallery(gallery_id, examples)))
@@ -48,7 +47,7 @@ class GalleryHandler:
             await self.channel.send(Fragment(html=fragments.gallery_card(gallery_id, result)))
 
         try:
-            await self.state.gallery.caption(examples, landed)
+            await self.gallery.caption(examples, landed)
         except asyncio.CancelledError:
             log.debug("gallery %s cancelled: the person is back", gallery_id)
             raise

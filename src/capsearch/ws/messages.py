@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from capsearch.api.schemas import SearchHit
+from capsearch.shapes import SearchHit
 
 UPLOAD_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 UPLOAD_ID = re.compile(UPLOAD_ID_PATTERN)

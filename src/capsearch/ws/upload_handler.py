@@ -8,10 +8,12 @@ import math
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from capsearch.api.multipart import clean_filename
+from capsearch.config import LimitSettings, UploadSettings
 from capsearch.errors import CapsearchError, IntakeError, RateLimitedError
 from capsearch.intake.images import too_large_error
-from capsearch.state import AppState
+from capsearch.pipelines.images import ImagePipeline
+from capsearch.ratelimit import RateLimits
+from capsearch.text import clean_filename
 from capsearch.ws import fragments
 from capsearch.ws.frames import Chunk
 from capsearch.ws.messages import (
@@ -28,7 +30,7 @@ from capsearch.ws.messages import (
     UploadResume,
     UploadStart,
 )
-from capsearch.ws.uploads import PartialUpload, UploadError
+from capsearch.ws.uploads import PartialUpload, UploadError, UploadRegistry
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,22 @@ class Channel(Protocol):
 class UploadHandler:
     """Owns the uploads of one socket in the registry; every rejection deletes the partial bytes."""
 
-    def __init__(self, channel: Channel, state: AppState) -> None:
+    def __init__(
+        self,
+        channel: Channel,
+        *,
+        registry: UploadRegistry,
+        images: ImagePipeline,
+        settings: UploadSettings,
+        limits: LimitSettings,
+        rate_limits: RateLimits,
+    ) -> None:
         self.channel = channel
-        self.state = state
-        self.registry = state.uploads
-        self.settings = state.settings
+        self.registry = registry
+        self.images = images
+        self.settings = settings
+        self.limits = limits
+        self.rate_limits = rate_limits
         self._uploads: dict[str, PartialUpload] = {}  # sending or finishing on this socket
 
     @property
@@ -91,7 +104,7 @@ class UploadHandler:
         await self.reject(upload.id, code, detail)
 
     async def _accepted(self, upload: PartialUpload) -> None:
-        s = self.settings.uploads
+        s = self.settings
         await self.channel.send(
             UploadAccepted(id=upload.id, offset=upload.offset, chunk_size=s.chunk_size, window=s.window)
         )
@@ -108,7 +121,7 @@ class UploadHandler:
     # ---- messages -----------------------------------------------------------------------------
 
     async def start(self, message: UploadStart) -> None:
-        limits = self.state.rate_limits
+        limits = self.rate_limits
         try:
             limits.take(limits.uploads, self.channel.client)
         except RateLimitedError as e:
@@ -145,7 +158,7 @@ class UploadHandler:
 
     def _refuse(self, message: UploadStart) -> CapsearchError | None:
         """Why this upload may not begin, judged from its declaration alone."""
-        limits = self.settings.limits
+        limits = self.limits
         allowed = [m for m in limits.allowed_types if m in _LABELS]
         if message.size == 0:
             return IntakeError("empty_file", "This file is empty.")
@@ -155,19 +168,19 @@ class UploadHandler:
             kinds = ", ".join(_LABELS[m] for m in allowed)
             what = f"of type {message.mime[:64]}" if message.mime else "of an unknown type"
             return IntakeError("unsupported_type", f"This file is {what}; only {kinds} images are accepted.")
-        if len(self._uploads) >= self.settings.uploads.max_parallel:
+        if len(self._uploads) >= self.settings.max_parallel:
             return self._too_many()
         return None
 
     def _too_many(self) -> CapsearchError:
-        n = self.settings.uploads.max_parallel
+        n = self.settings.max_parallel
         return CapsearchError(
             f"At most {n} uploads can be in progress at once; wait for one to finish.",
             code="too_many_uploads",
         )
 
     async def resume(self, message: UploadResume) -> None:
-        if message.id not in self._uploads and len(self._uploads) >= self.settings.uploads.max_parallel:
+        if message.id not in self._uploads and len(self._uploads) >= self.settings.max_parallel:
             # The page is told this upload is over, so its bytes must go too.
             if (stale := self.registry.get(message.id)) is not None and not stale.finishing:
                 await self.registry.discard(stale)
@@ -190,7 +203,7 @@ class UploadHandler:
                 "These bytes are for an upload that is not in progress on this connection.",
                 chunk.upload_id,
             )
-        limit = self.settings.uploads.chunk_size
+        limit = self.settings.chunk_size
         if len(chunk.payload) > limit:
             await self._fail(upload, "invalid_message", f"A chunk may carry at most {limit:,} bytes.")
             return
@@ -228,8 +241,8 @@ class UploadHandler:
 
     async def _finish(self, upload: PartialUpload, sha256: str) -> None:
         try:
-            data = await self.registry.complete(upload, sha256)
-            result = await self.state.images.ingest(data, filename=upload.name or None, owner=self.id)
+            received = await self.registry.complete(upload, sha256)
+            result = await self.images.ingest(received, filename=upload.name or None, owner=self.id)
         except asyncio.CancelledError:
             upload.finishing = False  # the socket went away mid-intake: it may be resumed and ended again
             raise

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 from capsearch.config import UploadSettings
 from capsearch.errors import CapsearchError
 from capsearch.periodic import Periodic, sweep_interval
+from capsearch.pipelines.images import Received
 from capsearch.ratelimit import ClientSlots
 
 if TYPE_CHECKING:
@@ -207,8 +208,9 @@ class UploadRegistry:
             upload.touched = time.monotonic()
             return upload.offset
 
-    async def complete(self, upload: PartialUpload, sha256: str) -> bytes:
-        """Check the length and hash of a finished upload, then read its bytes for intake."""
+    async def complete(self, upload: PartialUpload, sha256: str) -> Received:
+        """Check the length and hash of a finished upload: its file, hashed as it arrived, is handed
+        to the image pipeline as it is (moved into the store, not read back and written again)."""
         async with upload.lock:
             if upload.offset != upload.size:
                 raise UploadError(
@@ -219,10 +221,10 @@ class UploadRegistry:
                 raise UploadError(
                     "sha256_mismatch", "The file arrived damaged (its sha256 does not match); send it again."
                 )
-            data = await asyncio.to_thread(upload.path.read_bytes)
-        if len(data) != upload.size:  # the temp file was tampered with or truncated under us
+            size = await asyncio.to_thread(_size, upload.path)
+        if size != upload.size:  # the temp file was tampered with or truncated under us
             raise UploadError("length_mismatch", "The stored upload is incomplete; send it again.")
-        return data
+        return Received(upload.path, sha256.lower())
 
     async def discard(self, upload: PartialUpload) -> None:
         self._forget(upload)
@@ -267,6 +269,13 @@ def _append(upload: PartialUpload, payload: bytes) -> None:
     with upload.path.open("ab") as f:
         f.write(payload)
     upload.hasher.update(payload)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
 
 
 def _unlink_all(paths: list[Path]) -> None:

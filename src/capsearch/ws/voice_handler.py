@@ -11,12 +11,15 @@ import math
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from capsearch.api.routes.search import search_response
+from capsearch.config import VoiceSettings
 from capsearch.errors import CapsearchError, RateLimitedError
-from capsearch.state import AppState
-from capsearch.templating import render
+from capsearch.pipelines.voice import VoicePipeline
+from capsearch.ratelimit import RateLimits
+from capsearch.services.search import SearchResult
+from capsearch.shapes import search_response, search_results_html
 from capsearch.voice.audio import SAMPLE_RATE, pcm_to_float
-from capsearch.voice.streams import Transcript, VoiceStream
+from capsearch.voice.stream import Transcript, VoiceStream
+from capsearch.voice.streams import VoiceStreams
 from capsearch.ws.frames import PcmFrame
 from capsearch.ws.messages import (
     ProtocolError,
@@ -54,13 +57,46 @@ def _not_started(stream_id: str) -> ProtocolError:
     )
 
 
+class _Results:
+    """One recording's final transcript and hits, as socket messages (the pipeline's VoiceOut)."""
+
+    def __init__(self, channel: Channel, stream_id: str) -> None:
+        self.channel, self.stream_id = channel, stream_id
+
+    async def final(self, transcript: Transcript) -> None:
+        seconds = round(transcript.seconds, 2)
+        await self.channel.send(VoiceFinal(id=self.stream_id, text=transcript.text, seconds=seconds))
+
+    async def hits(self, transcript: Transcript, result: SearchResult) -> None:
+        response = search_response(result)
+        await self.channel.send(
+            VoiceHits(
+                id=self.stream_id,
+                transcript=transcript.text,
+                query=result.query,
+                hits=response.hits,
+                no_match=response.no_match,
+                # The results panel itself, from the search template: the page shows it as it is.
+                html=search_results_html(response),
+            )
+        )
+
+
 class VoiceHandler:
-    def __init__(self, channel: Channel, state: AppState) -> None:
+    def __init__(
+        self,
+        channel: Channel,
+        *,
+        streams: VoiceStreams,
+        voice: VoicePipeline,
+        settings: VoiceSettings,
+        rate_limits: RateLimits,
+    ) -> None:
         self.channel = channel
-        self.settings = state.settings.voice
-        self.rate_limits = state.rate_limits
-        self.streams = state.voice_streams
-        self.voice = state.voice
+        self.settings = settings
+        self.rate_limits = rate_limits
+        self.streams = streams
+        self.voice = voice
         self._mine: dict[str, VoiceStream] = {}  # recording or finishing on this socket
 
     async def _error(self, stream_id: str, code: str, detail: str, retry_after: int | None = None) -> None:
@@ -141,24 +177,7 @@ class VoiceHandler:
 
     async def _finish(self, stream: VoiceStream, final: Coroutine[Any, Any, Transcript]) -> None:
         try:
-            transcript = await final
-            await self.channel.send(
-                VoiceFinal(id=stream.id, text=transcript.text, seconds=round(transcript.seconds, 2))
-            )
-            if stream.search:
-                result = await self.voice.search_transcript(transcript.text)
-                response = search_response(result)
-                context = response.model_dump(mode="json") | {"error": None}
-                await self.channel.send(
-                    VoiceHits(
-                        id=stream.id,
-                        transcript=transcript.text,
-                        query=result.query,
-                        hits=response.hits,
-                        no_match=response.no_match,
-                        html=render("partials/search_results.html", **context),
-                    )
-                )
+            await self.voice.finish(stream, final, _Results(self.channel, stream.id))
         except CapsearchError as e:  # no_speech, busy, model_error, ...
             await self._error(stream.id, e.code, e.message)
         except Exception:

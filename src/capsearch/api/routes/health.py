@@ -8,9 +8,9 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from capsearch.api.deps import StateDep
 from capsearch.api.schemas import Health
 from capsearch.batching.metrics import render_metrics
+from capsearch.deps import StateDep
 
 router = APIRouter(tags=["health"])
 

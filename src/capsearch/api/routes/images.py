@@ -7,21 +7,21 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from capsearch.api.deps import ImageServiceDep, SearchQuota, SettingsDep, UploadQuota
 from capsearch.api.errors import RETRY_AFTER_S, error_body
 from capsearch.api.multipart import read_uploaded_files
 from capsearch.api.schemas import (
     Cursor,
     ErrorOut,
     ImageId,
-    ImageOut,
     ImagePage,
     ImagePatch,
     UploadOutcome,
     UploadResponse,
 )
+from capsearch.deps import ImagePipelineDep, LibraryDep, SearchQuota, SettingsDep, UploadQuota
 from capsearch.errors import CapsearchError
 from capsearch.services.uploads import FileOutcome, IncomingFile, ingest_files
+from capsearch.shapes import ImageOut
 
 router = APIRouter(prefix="/api/images", tags=["images"])
 
@@ -83,7 +83,7 @@ def _all_rejected(outcomes: list[FileOutcome], items: list[UploadOutcome]) -> JS
 )
 async def upload_images(
     request: Request,
-    images: ImageServiceDep,
+    images: ImagePipelineDep,
     settings: SettingsDep,
     wait: Annotated[bool, Query(description="Answer 201 once every caption is in.")] = False,
 ) -> JSONResponse:
@@ -100,21 +100,21 @@ async def upload_images(
 
 @router.get("/by-sha256/{sha256}", response_model=ImageOut, responses=_ERRORS)
 async def get_image_by_sha256(
-    sha256: Annotated[str, Path(pattern=r"^[0-9a-fA-F]{64}$")], images: ImageServiceDep
+    sha256: Annotated[str, Path(pattern=r"^[0-9a-fA-F]{64}$")], images: LibraryDep
 ) -> ImageOut:
     """The stored image with these exact bytes (lets a client skip uploading what is already here)."""
     return ImageOut.of(await images.get_by_sha256(sha256))
 
 
 @router.get("/{image_id}", response_model=ImageOut, responses=_ERRORS)
-async def get_image(image_id: ImageId, images: ImageServiceDep) -> ImageOut:
+async def get_image(image_id: ImageId, images: LibraryDep) -> ImageOut:
     """One image with its status and caption."""
     return ImageOut.of(await images.get(image_id))
 
 
 @router.get("", response_model=ImagePage, responses=_ERRORS)
 async def list_images(
-    images: ImageServiceDep,
+    images: LibraryDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 24,
     cursor: Cursor = None,
 ) -> ImagePage:
@@ -125,13 +125,13 @@ async def list_images(
 
 
 @router.patch("/{image_id}", response_model=ImageOut, responses=_LIMITED, dependencies=[SearchQuota])
-async def edit_image(image_id: ImageId, patch: ImagePatch, images: ImageServiceDep) -> ImageOut:
+async def edit_image(image_id: ImageId, patch: ImagePatch, images: LibraryDep) -> ImageOut:
     """Set a person's caption; it wins over the model's and is searchable when this returns."""
     return ImageOut.of(await images.edit_caption(image_id, patch.caption))
 
 
 @router.delete("/{image_id}", status_code=204, response_class=Response, responses=_ERRORS)
-async def delete_image(image_id: ImageId, images: ImageServiceDep) -> Response:
+async def delete_image(image_id: ImageId, images: LibraryDep) -> Response:
     """Delete an image: its row, search entry and files."""
     await images.delete(image_id)
     return Response(status_code=204)

@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from capsearch.api.deps import StateDep
+from capsearch.deps import StateDep
 from capsearch.errors import NotFoundError
 from capsearch.services import repo
 from capsearch.storage import MIME_BY_EXT, is_sha256

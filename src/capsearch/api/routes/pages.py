@@ -17,17 +17,16 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from capsearch.api.deps import ImageServiceDep, PageSearchQuotaDep, SearchServiceDep, SettingsDep
 from capsearch.api.routes import ui
 from capsearch.api.routes.ui import search_context
-from capsearch.api.schemas import ImageOut
+from capsearch.deps import LibraryDep, PageSearchQuotaDep, SearchServiceDep, SettingsDep
+from capsearch.shapes import COLLECTION_PAGE_SIZE, ImageOut
 from capsearch.templating import templates, web_dir
 
 router = APIRouter(include_in_schema=False)
 # The page's own htmx endpoints (/ui/...) come with the page wherever it is mounted.
 router.include_router(ui.router)
 
-COLLECTION_PAGE_SIZE = 48
 
 # URL name under /static/vendor/ → path inside web/node_modules. Nothing else there is served.
 VENDOR_FILES: dict[str, str] = {
@@ -59,7 +58,7 @@ def human_bytes(n: int) -> str:
 async def index(
     request: Request,
     settings: SettingsDep,
-    images: ImageServiceDep,
+    images: LibraryDep,
     search: SearchServiceDep,
     quota: PageSearchQuotaDep,
     q: str = "",

@@ -6,28 +6,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from capsearch.api.deps import SearchQuota, SearchServiceDep
-from capsearch.api.schemas import ErrorOut, ImageOut, SearchHit, SearchResponse
-from capsearch.services.search import SearchResult
+from capsearch.api.schemas import ErrorOut
+from capsearch.deps import SearchQuota, SearchServiceDep
+from capsearch.shapes import SearchResponse, search_response
 
 router = APIRouter(prefix="/api/search", tags=["search"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorOut} for s in (422, 429, 503)}
-
-
-def search_response(result: SearchResult) -> SearchResponse:
-    """The API shape of a search result (also what the page renders)."""
-    hits = [
-        SearchHit(
-            image=ImageOut.of(h.image),
-            # Within [0, 1] by construction; the clamp only absorbs float rounding (1.0000001).
-            score=round(min(1.0, max(0.0, h.score)), 4),
-            similarity=round(h.similarity, 4),
-            keyword_match=round(h.keyword_match, 4),
-        )
-        for h in result.hits
-    ]
-    return SearchResponse(query=result.query, hits=hits, no_match=result.no_match)
 
 
 @router.get("", response_model=SearchResponse, responses=_ERRORS, dependencies=[SearchQuota])

@@ -1,7 +1,7 @@
 """The page's own htmx endpoints: search as you type, caption edits and deletes on a card.
 
 They answer with HTML fragments rendered from the page's partials and stay thin: the work is
-`state.search.search`, `state.images.edit_caption` and `state.images.delete`, exactly as the REST API.
+`state.search.search`, `state.library.edit_caption` and `state.library.delete`, exactly as the REST API.
 Refusals a person can fix (an empty or over-long query or caption) answer 422, a busy server 503 and
 a client over its rate limit 429 (with Retry-After), with the message in the fragment; the page's htmx
 config swaps them like a success, so the message is seen where it applies.
@@ -18,11 +18,11 @@ from fastapi import APIRouter, Form
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from capsearch.api.deps import ImageServiceDep, PageSearchQuotaDep, Quota, SearchServiceDep
-from capsearch.api.routes.search import search_response
-from capsearch.api.schemas import MAX_CAPTION_CHARS, ImageId, ImageOut
+from capsearch.api.schemas import MAX_CAPTION_CHARS, ImageId
+from capsearch.deps import LibraryDep, PageSearchQuotaDep, Quota, SearchServiceDep
 from capsearch.errors import BusyError, NotFoundError, RateLimitedError
 from capsearch.services.search import QueryError, SearchService
+from capsearch.shapes import ImageOut, search_response
 from capsearch.templating import render, templates
 from capsearch.text import clean_text
 
@@ -88,7 +88,7 @@ def _gone(image_id: int, message: str | None = None) -> HTMLResponse:
 @router.post("/images/{image_id}/caption", response_class=HTMLResponse)
 async def edit_caption(
     image_id: ImageId,
-    images: ImageServiceDep,
+    images: LibraryDep,
     quota: PageSearchQuotaDep,
     caption: Annotated[str, Form()] = "",
     score: Annotated[float | None, Form()] = None,
@@ -125,7 +125,7 @@ async def edit_caption(
 
 
 @router.delete("/images/{image_id}", response_class=HTMLResponse)
-async def delete_image(image_id: ImageId, images: ImageServiceDep) -> Response:
+async def delete_image(image_id: ImageId, images: LibraryDep) -> Response:
     # Already gone (another page deleted it first) ends the same way: the card leaves this page.
     with contextlib.suppress(NotFoundError):
         await images.delete(image_id)

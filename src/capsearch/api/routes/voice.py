@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from capsearch.api.deps import SettingsDep, StateDep, VoiceQuota
 from capsearch.api.multipart import read_uploaded_files
-from capsearch.api.routes.search import search_response
-from capsearch.api.schemas import ErrorOut, SearchHit
+from capsearch.api.schemas import ErrorOut
 from capsearch.config import LimitSettings, Settings
-from capsearch.services.voice import VoiceService
+from capsearch.deps import SettingsDep, VoicePipelineDep, VoiceQuota
+from capsearch.shapes import SearchHit, search_response
 from capsearch.voice.audio import SUPPORTED
 
 router = APIRouter(tags=["voice"])
@@ -52,13 +51,6 @@ class VoiceSearchOut(BaseModel):
     no_match: bool = Field(description="True when no image clears the score floor.")
 
 
-def get_voice_service(state: StateDep) -> VoiceService:
-    return state.voice
-
-
-VoiceServiceDep = Annotated[VoiceService, Depends(get_voice_service)]
-
-
 def _audio_limits(settings: Settings) -> LimitSettings:
     # The multipart reader's caps, sized for one audio file instead of a batch of images.
     return LimitSettings(max_image_bytes=settings.voice.max_upload_bytes, max_files_per_request=1)
@@ -78,7 +70,7 @@ async def _read_audio(request: Request, settings: Settings) -> bytes:
     openapi_extra=_AUDIO_BODY,
     dependencies=[VoiceQuota],
 )
-async def transcribe(request: Request, settings: SettingsDep, voice: VoiceServiceDep) -> TranscriptionOut:
+async def transcribe(request: Request, settings: SettingsDep, voice: VoicePipelineDep) -> TranscriptionOut:
     """Transcribe an audio file (multipart field `file`); nothing is stored."""
     transcript = await voice.transcribe_file(await _read_audio(request, settings))
     return TranscriptionOut(text=transcript.text, seconds=round(transcript.seconds, 2))
@@ -94,7 +86,7 @@ async def transcribe(request: Request, settings: SettingsDep, voice: VoiceServic
 async def search_by_voice(
     request: Request,
     settings: SettingsDep,
-    voice: VoiceServiceDep,
+    voice: VoicePipelineDep,
     k: Annotated[
         int | None, Query(ge=1, description="How many hits at most (default 12, capped at 100).")
     ] = (None),

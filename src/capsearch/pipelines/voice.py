@@ -1,9 +1,20 @@
-"""Voice: audio files to transcripts, and transcripts to search hits (REST and the socket share this)."""
+"""The voice flow, one step after another: audio → transcript → search → publish.
+
+Two ways in, one way through:
+
+* a file (REST `/api/voice/*`): `decode` (any format → 16 kHz mono, worker thread) → `transcribe`
+  (silence is refused without asking the model; one interactive pass) → `search_transcript`;
+* a live recording (the page's socket): PCM frames feed a stream in capsearch.voice.streams, which
+  pushes partial transcripts while the person talks; at stop, `finish` awaits the final pass, pushes
+  the transcript, searches it, and pushes the hits (rendered by the socket with the search template).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
+from typing import Protocol
 
 import numpy as np
 
@@ -12,7 +23,7 @@ from capsearch.config import VoiceSettings
 from capsearch.errors import CapsearchError
 from capsearch.services.search import SearchResult, SearchService
 from capsearch.voice.audio import SAMPLE_RATE, AudioError, decode_audio, loud_samples, no_speech
-from capsearch.voice.streams import Transcript
+from capsearch.voice.stream import Transcript, VoiceStream
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +42,15 @@ def query_of(transcript: str, max_chars: int) -> str:
     return transcript[:space] if space > 0 else transcript[:max_chars]
 
 
-class VoiceService:
+class VoiceOut(Protocol):
+    """Where a live recording's results go (the page's socket)."""
+
+    async def final(self, transcript: Transcript) -> None: ...
+
+    async def hits(self, transcript: Transcript, result: SearchResult) -> None: ...
+
+
+class VoicePipeline:
     def __init__(
         self,
         *,
@@ -69,3 +88,11 @@ class VoiceService:
     async def search_transcript(self, transcript: str, k: int | None = None) -> SearchResult:
         """The search hook of voice: a final transcript → hits, exactly like a typed query."""
         return await self.search.search(query_of(transcript, self.search.settings.max_query_chars), k)
+
+    async def finish(self, stream: VoiceStream, final: Awaitable[Transcript], out: VoiceOut) -> None:
+        """The end of a live recording: its final pass → the transcript → (if asked) hits, each pushed
+        to `out` as soon as it is known. Raises CapsearchError (no_speech, busy, ...) for `out` to show."""
+        transcript = await final
+        await out.final(transcript)
+        if stream.search:
+            await out.hits(transcript, await self.search_transcript(transcript.text))

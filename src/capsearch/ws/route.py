@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, WebSocket
 
-from capsearch.api.deps import get_state
+from capsearch.deps import SocketServicesDep
 from capsearch.hosts import HostPolicy
 from capsearch.ws.connection import Connection
 from capsearch.ws.origin import origin_allowed
@@ -15,12 +15,11 @@ POLICY_VIOLATION = 1008
 
 
 @router.websocket("/ws")
-async def page_socket(websocket: WebSocket) -> None:
+async def page_socket(websocket: WebSocket, services: SocketServicesDep) -> None:
     """Uploads in, acks and live HTML fragments out."""
-    state = get_state(websocket)
-    if not origin_allowed(websocket, HostPolicy(state.settings.server)):
+    if not origin_allowed(websocket, HostPolicy(services.settings.server)):
         # Closing before accepting is answered with HTTP 403 by the server (uvicorn, hypercorn);
         # a denial-response body would say no more, and uvicorn logs it as an error.
         await websocket.close(code=POLICY_VIOLATION)
         return
-    await Connection(websocket, state).serve()
+    await Connection(websocket, services).serve()

@@ -1,4 +1,5 @@
-"""Dependencies, declared once; tests swap them through `app.dependency_overrides`."""
+"""Dependencies of both edges (REST routes in api/, the page socket in ws/), declared once here;
+tests swap them through `app.dependency_overrides`."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from capsearch.config import Settings
+from capsearch.pipelines.images import ImagePipeline
+from capsearch.pipelines.voice import VoicePipeline
 from capsearch.ratelimit import RateLimiter, RateLimits, client_key
-from capsearch.services.images import ImageService
+from capsearch.services.library import ImageLibrary
 from capsearch.services.search import SearchService
 from capsearch.state import AppState
+from capsearch.ws.connection import SocketServices
 
 
 def get_state(conn: HTTPConnection) -> AppState:
@@ -27,17 +31,32 @@ def get_app_settings(state: StateDep) -> Settings:
     return state.settings
 
 
-def get_image_service(state: StateDep) -> ImageService:
+def get_image_pipeline(state: StateDep) -> ImagePipeline:
     return state.images
+
+
+def get_library(state: StateDep) -> ImageLibrary:
+    return state.library
 
 
 def get_search_service(state: StateDep) -> SearchService:
     return state.search
 
 
+def get_voice_pipeline(state: StateDep) -> VoicePipeline:
+    return state.voice
+
+
+def get_socket_services(state: StateDep) -> SocketServices:
+    return state.sockets()
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-ImageServiceDep = Annotated[ImageService, Depends(get_image_service)]
+ImagePipelineDep = Annotated[ImagePipeline, Depends(get_image_pipeline)]
+LibraryDep = Annotated[ImageLibrary, Depends(get_library)]
 SearchServiceDep = Annotated[SearchService, Depends(get_search_service)]
+VoicePipelineDep = Annotated[VoicePipeline, Depends(get_voice_pipeline)]
+SocketServicesDep = Annotated[SocketServices, Depends(get_socket_services)]
 
 
 class Quota:

@@ -1,0 +1,224 @@
+"""The lifespan, composed of one builder per pipeline.
+
+Each builder starts its resources and registers each one's stop on the exit stack right after it
+starts, so a start-up failure anywhere stops exactly what had started, and shutdown runs in reverse
+order: the live feed and the voice pipeline first, then the image pipeline, search, the database,
+and the models last of all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import numpy as np
+from PIL import Image as PILImage
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from capsearch.batching import Batcher
+from capsearch.config import BatchSettings, Settings
+from capsearch.db.session import create_engine, session_factory
+from capsearch.events import EventBus
+from capsearch.ml.base import Embedder, Model
+from capsearch.periodic import Periodic
+from capsearch.pipelines.images import ImagePipeline
+from capsearch.pipelines.voice import VoicePipeline
+from capsearch.services.gallery import Gallery
+from capsearch.services.indexing import SearchIndexer
+from capsearch.services.library import ImageLibrary
+from capsearch.services.maintenance import Maintenance
+from capsearch.services.search import SearchService
+from capsearch.shutdown import ShutdownClock, stop_within
+from capsearch.startup import StartupTimer
+from capsearch.storage import ContentStore
+from capsearch.templating import web_dir
+from capsearch.voice.streams import VoiceStreams
+from capsearch.ws.feed import LiveFeed
+from capsearch.ws.uploads import UploadRegistry
+
+
+def index_dir(settings: Settings) -> Path:
+    """Where the search index is saved: the setting, else "index" beside the media directory."""
+    return settings.search.index_dir or settings.storage.dir.parent / "index"
+
+
+def model_label(model: Model[PILImage.Image, str]) -> str:
+    return str(getattr(model, "model_id", model.name))
+
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+async def start_batcher(
+    stack: AsyncExitStack, clock: ShutdownClock, model: Model[In, Out], settings: BatchSettings
+) -> Batcher[In, Out]:
+    batcher: Batcher[In, Out] = Batcher(model, settings)
+    await batcher.start()
+    stack.push_async_callback(stop_within, clock, batcher.stop, settings.shutdown_timeout_s)
+    return batcher
+
+
+@dataclass
+class Foundation:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    store: ContentStore
+    events: EventBus
+    clock: ShutdownClock
+
+
+async def build_foundation(
+    stack: AsyncExitStack,
+    settings: Settings,
+    clock: ShutdownClock,
+    timer: StartupTimer,
+    check_schema: Callable[[str], Awaitable[None]],
+) -> Foundation:
+    engine = create_engine(settings.database.url, echo=settings.database.echo)
+    stack.push_async_callback(engine.dispose)
+    with timer.step("app schema check"):
+        await check_schema(settings.database.url)
+    store = ContentStore(settings.storage.dir)
+    await asyncio.to_thread(store.init)
+    return Foundation(settings, engine, session_factory(engine), store, EventBus(), clock)
+
+
+@dataclass
+class SearchParts:
+    embedder: Embedder
+    batcher: Batcher[str, np.ndarray]
+    indexer: SearchIndexer
+    search: SearchService
+
+
+async def build_search(
+    stack: AsyncExitStack, base: Foundation, embedder: Awaitable[Embedder], timer: StartupTimer
+) -> SearchParts:
+    settings = base.settings
+    model = await embedder
+    batcher = await start_batcher(stack, base.clock, model, settings.embed_batch)
+    indexer = SearchIndexer(
+        settings=settings.search,
+        sessions=base.sessions,
+        embedder=batcher,
+        model=model.label,
+        dim=model.dim,
+        index_dir=index_dir(settings),
+        background_slots=batcher.background_limit,
+    )
+    # Checks the saved index against the database (rebuilding it if they differ) before any request
+    # is served; then embeds captions that have no vector, in the background.
+    with timer.step("index check"):
+        await indexer.start()
+    stack.push_async_callback(indexer.close)  # after the image pipeline, whose captions may still index
+    search = SearchService(settings=settings.search, sessions=base.sessions, indexer=indexer)
+    return SearchParts(model, batcher, indexer, search)
+
+
+@dataclass
+class ImageParts:
+    captioner: Model[PILImage.Image, str]
+    batcher: Batcher[PILImage.Image, str]
+    pipeline: ImagePipeline
+    library: ImageLibrary
+    uploads: UploadRegistry
+    gallery: Gallery
+    maintenance: Maintenance
+
+
+async def build_images(
+    stack: AsyncExitStack,
+    base: Foundation,
+    search: SearchParts,
+    captioner: Awaitable[Model[PILImage.Image, str]],
+) -> ImageParts:
+    settings, clock = base.settings, base.clock
+    model = await captioner
+    batcher = await start_batcher(stack, clock, model, settings.caption_batch)
+    pipeline = ImagePipeline(
+        settings=settings,
+        sessions=base.sessions,
+        store=base.store,
+        captioner=batcher,
+        caption_model=model_label(model),
+        events=base.events,
+        indexer=search.indexer,
+        clock=clock,
+    )
+
+    async def close_pipeline() -> None:
+        # The batcher drains (or fails) its queue first, so the pipeline's caption tasks settle
+        # instead of being cut; its own stop, registered above, then finds it stopped.
+        await stop_within(clock, batcher.stop, settings.caption_batch.shutdown_timeout_s)
+        await pipeline.close()
+
+    stack.push_async_callback(close_pipeline)
+    library = ImageLibrary(
+        sessions=base.sessions,
+        store=base.store,
+        claims=pipeline.claims,
+        indexer=search.indexer,
+        events=base.events,
+    )
+    uploads = UploadRegistry(settings.uploads, base.store.root / "tmp" / "uploads")
+    await uploads.start()
+    stack.push_async_callback(uploads.stop)
+    # Only a configured remote example source needs an HTTP client.
+    http = httpx.AsyncClient() if settings.gallery.remote_url_template else None
+    if http is not None:
+        stack.push_async_callback(http.aclose)
+    gallery = Gallery(
+        settings.gallery,
+        captioner=batcher,
+        sessions=base.sessions,
+        store=base.store,
+        examples_dir=web_dir() / "static" / "examples",
+        limits=settings.limits,
+        thumbnail_size=settings.storage.thumbnail_size,
+        http=http,
+    )
+    maintenance = Maintenance(settings.maintenance, pipeline, temp_dirs=[index_dir(settings)])
+    await maintenance.startup()  # what a crash left in the store, before serving
+    sweeper = Periodic("maintenance sweep", settings.maintenance.sweep_interval_s, maintenance.sweep)
+    sweeper.start()
+    stack.push_async_callback(sweeper.stop)
+    return ImageParts(model, batcher, pipeline, library, uploads, gallery, maintenance)
+
+
+@dataclass
+class VoiceParts:
+    transcriber: Model[np.ndarray, str]
+    batcher: Batcher[np.ndarray, str]
+    streams: VoiceStreams
+    pipeline: VoicePipeline
+
+
+async def build_voice(
+    stack: AsyncExitStack,
+    base: Foundation,
+    search: SearchParts,
+    transcriber: Awaitable[Model[np.ndarray, str]],
+) -> VoiceParts:
+    settings = base.settings
+    model = await transcriber
+    batcher = await start_batcher(stack, base.clock, model, settings.transcribe_batch)
+    # Stopped before the batcher: live recordings end and their queued passes leave the queue.
+    streams = VoiceStreams(settings.voice, batcher)
+    await streams.start()
+    stack.push_async_callback(streams.stop)
+    pipeline = VoicePipeline(settings=settings.voice, transcriber=batcher, search=search.search)
+    return VoiceParts(model, batcher, streams, pipeline)
+
+
+async def build_live(stack: AsyncExitStack, base: Foundation, library: ImageLibrary) -> LiveFeed:
+    live = LiveFeed(base.events, snapshot=library.snapshot, newest=library.newest)
+    await live.start()
+    stack.push_async_callback(live.stop)
+    return live
