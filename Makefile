@@ -8,18 +8,22 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LOADSTAMP := $(VENV)/.load-installed
 WEB    := web/node_modules/.installed
+LOCK     := requirements.lock
+LOADLOCK := requirements-load.lock
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install run demo test lint typecheck bench load migrate clean
+.PHONY: help install lock lock-check run demo test lint typecheck bench load migrate clean
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Python packages come from $(LOCK): every runtime and dev dependency (pip and setuptools too) pinned
+# exactly, the set CI tested; `make lock` derives it from pyproject.toml's ranges. torch==2.13.0 is the
+# local CPU wheel here, never a CUDA build; a CUDA torch already in the venv satisfies the pin as well.
+$(STAMP): $(LOCK) pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip setuptools wheel
-	# torch is pinned to 2.13.0 in pyproject.toml: here that is the local CPU wheel, never a CUDA build.
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	@touch $(STAMP)
 
 # The page's JavaScript (htmx + its WebSocket extension), pinned by web/package-lock.json.
@@ -28,6 +32,26 @@ $(WEB): web/package.json web/package-lock.json
 	@touch $(WEB)
 
 install: $(STAMP) $(WEB) ## create .venv, install everything (Python and the page's npm packages)
+
+# pip-compile keeps every pin pyproject.toml still allows and resolves only the rest; UPGRADE=1 takes
+# the newest releases instead. torch loses its local label (2.13.0+cpu -> 2.13.0): the pin must also
+# admit a CUDA build (README "GPU"). $(LOADLOCK) is $(LOCK) plus the `load` extra, shared pins equal.
+PIP_COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile -q --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) pyproject.toml
+UNLABEL_TORCH = $(BIN)/python -c 'import pathlib, re, sys; p = pathlib.Path(sys.argv[1]); \
+	p.write_text(re.sub(r"(?m)^(torch==[^+\s]+)\+\S+", r"\1", p.read_text()))'
+
+lock: $(STAMP) ## re-derive requirements*.lock from pyproject.toml (UPGRADE=1: newest releases)
+	$(PIP_COMPILE) --extra dev -o $(LOCK)
+	$(UNLABEL_TORCH) $(LOCK)
+	$(PIP_COMPILE) --extra dev --extra load -c $(LOCK) -o $(LOADLOCK)
+	$(UNLABEL_TORCH) $(LOADLOCK)
+
+lock-check: $(STAMP) ## fail if the lock files no longer follow from pyproject.toml (needs the index)
+	@old=$$(mktemp -d) && cp $(LOCK) $(LOADLOCK) $$old/ && $(MAKE) --no-print-directory lock && \
+	if ! diff -u $$old/$(LOCK) $(LOCK) || ! diff -u $$old/$(LOADLOCK) $(LOADLOCK); then \
+	  echo "lock-check: the lock files were stale; rewritten from pyproject.toml: review and commit" >&2; \
+	  exit 1; fi
 
 migrate: $(STAMP) ## apply database migrations (CAPSEARCH_DATABASE__URL)
 	$(BIN)/capsearch migrate
@@ -54,9 +78,9 @@ typecheck: $(STAMP) ## strict mypy
 bench: $(STAMP) ## print benchmark tables (captioner offline and full stack)
 	$(BIN)/capsearch bench
 
-# Locust and websocket-client: the `load` extra, only for this target.
-$(LOADSTAMP): $(STAMP) pyproject.toml
-	$(BIN)/pip install -q -e '.[dev,load]'
+# Locust and websocket-client: the `load` extra, only for this target, pinned by $(LOADLOCK).
+$(LOADSTAMP): $(STAMP) $(LOADLOCK)
+	$(BIN)/pip install -q -r $(LOADLOCK)
 	@touch $(LOADSTAMP)
 
 # Scratch PostgreSQL database (LOAD_ADMIN_URL), demo server, Locust; loadtest/run.py says what it checks.
