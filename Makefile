@@ -68,9 +68,10 @@ demo: migrate $(WEB) ## serve offline with tiny random-weight models (no downloa
 test: $(STAMP) $(WEB) ## run the test suite (SQLite; Postgres too when TEST_DATABASE_URL is set)
 	$(BIN)/pytest
 
-lint: $(STAMP) ## ruff lint + format check
+lint: $(STAMP) $(WEB) ## ruff lint + format check, eslint over web/static/js
 	$(BIN)/ruff check src tests alembic loadtest
 	$(BIN)/ruff format --check src tests alembic loadtest
+	npm --prefix web run lint
 
 typecheck: $(STAMP) ## strict mypy
 	$(BIN)/mypy
