@@ -22,10 +22,11 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 # torch first, from the index that matches the hardware, so the project install reuses it.
 RUN pip install "torch==2.13.0" --index-url "https://download.pytorch.org/whl/${TORCH_INDEX}"
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml requirements.lock README.md alembic.ini ./
 COPY src ./src
 COPY alembic ./alembic
-RUN pip install -e .
+# The runtime packages at the versions CI tested: the lock as constraints, so its dev tools stay out.
+RUN pip install -c requirements.lock -e .
 COPY web ./web
 COPY --from=web /web/node_modules ./web/node_modules
 
