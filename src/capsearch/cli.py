@@ -206,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="print benchmark tables (see docs/benchmarks.md)")
     b.add_argument("--quick", action="store_true", help="tiny profile only, fewer requests")
-    b.add_argument("--only", choices=["captioner", "uploads", "search", "voice"], help="run one group")
+    b.add_argument(
+        "--only", choices=["captioner", "uploads", "search", "voice", "feed"], help="run one group"
+    )
     b.set_defaults(func=cmd_bench)
     return p
 

@@ -1,7 +1,9 @@
-"""`capsearch bench`: captioner (offline, full stack), search index, uploads, voice — printed as tables."""
+"""`capsearch bench`: captioner (offline, full stack), search index, uploads, voice, live feed — printed as
+tables."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from capsearch.bench.offline import BenchProfile, bench_captioner_offline, format_table
@@ -56,6 +58,19 @@ def _search_tables(quick: bool) -> list[str]:
     ]
 
 
+def _feed_table(quick: bool) -> str:
+    from capsearch.bench.feed import LATENCY_TARGET_MS, bench_feed
+
+    sockets, images = (50, 20) if quick else (200, 100)
+    result = bench_feed(sockets, images)
+    return (
+        f"Live feed: {sockets} open pages on /ws, {images} captions landing (fake models; targets: one card "
+        f"render per event per process, event → socket p99 < {LATENCY_TARGET_MS:g} ms)\n"
+        + format_table(result.rows())
+        + f"\n({os.cpu_count()} CPUs; {result.note()})"
+    )
+
+
 def run_benchmarks(settings: Settings, *, quick: bool = False, only: str | None = None) -> int:
     tables: list[str] = []
     if only in (None, "captioner"):
@@ -70,5 +85,7 @@ def run_benchmarks(settings: Settings, *, quick: bool = False, only: str | None 
         from capsearch.bench.voice import bench_voice
 
         tables += bench_voice(settings, quick=quick)
+    if only in (None, "feed"):
+        tables.append(_feed_table(quick))
     print("\n\n".join(tables))
     return 0

@@ -1,0 +1,184 @@
+"""The server half of `capsearch bench --only feed`: the app in a child process with models of negligible
+cost, and a probe that counts what the live feed costs there.
+
+The probe wraps `EventBus.publish` (counting image events and stamping each one's publish time with
+`time.monotonic()`, CLOCK_MONOTONIC on Linux: the same clock the pages read in the parent process)
+and jinja2's `Template.render` (counting renders by template name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+import uvicorn
+
+from capsearch.config import Settings
+from capsearch.server import uvicorn_config
+
+
+def event_fields(event: Any) -> tuple[int | None, str, str | None]:
+    """(image id, kind, status) of a bus event, whatever its shape: today `Event(kind, payload)` with
+    payload["id"] (and ["status"]); typed events with `image_id`, `type` (and `status` or `image`)."""
+    payload = getattr(event, "payload", None)
+    payload = payload if isinstance(payload, Mapping) else {}
+    raw_id = getattr(event, "image_id", None)
+    if raw_id is None:
+        raw_id = payload.get("id")
+    kind = getattr(event, "type", None) or getattr(event, "kind", None) or type(event).__name__
+    status = getattr(event, "status", None) or payload.get("status")
+    if status is None:
+        status = getattr(getattr(event, "image", None), "status", None)
+    try:
+        image_id = int(raw_id) if raw_id is not None else None
+    except (TypeError, ValueError):
+        image_id = None
+    return (
+        image_id,
+        str(getattr(kind, "value", kind)),
+        None if status is None else str(getattr(status, "value", status)),
+    )
+
+
+class LagSampler:
+    """How late a 5 ms sleep wakes up, over and over: how long the event loop is kept busy."""
+
+    INTERVAL_S = 0.005
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(self.INTERVAL_S)
+            self.samples.append(max(0.0, time.monotonic() - t0 - self.INTERVAL_S))
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def p99_ms(self) -> float:
+        return 1000 * sorted(self.samples)[int(0.99 * (len(self.samples) - 1))] if self.samples else 0.0
+
+
+class Probe(logging.Handler):
+    """Counts image events (stamping when each was published), template renders by name, queue-full
+    drops on today's bus, and the server's warnings."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.reset()
+
+    def reset(self) -> None:
+        self.events: Counter[str] = Counter()
+        self.published: dict[int, list[tuple[float, str, str | None]]] = {}
+        self.renders: Counter[str] = Counter()
+        self.drops = 0
+        self.warnings: Counter[str] = Counter()
+        self.cpu0 = time.process_time()
+        self.lag = LagSampler()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.warnings[f"{record.name}: {record.msg}"] += 1
+
+    def on_publish(self, bus: Any, event: Any) -> None:
+        now = time.monotonic()
+        image_id, kind, status = event_fields(event)
+        if image_id is None:
+            return
+        self.events[kind] += 1
+        self.published.setdefault(image_id, []).append((now, kind, status))
+        # Best effort: today's bus drops the oldest event of a subscriber whose queue is full.
+        self.drops += sum(1 for q in getattr(bus, "_subscribers", ()) if getattr(q, "full", bool)())
+
+    def install(self) -> None:
+        import inspect
+
+        import jinja2
+
+        from capsearch.events import EventBus
+
+        # Through Any: the wrappers take whatever the bus and jinja2 take, before and after a refactor.
+        bus_class: Any = EventBus
+        template_class: Any = jinja2.Template
+        probe, publish, render = self, bus_class.publish, template_class.render
+        if inspect.iscoroutinefunction(publish):
+
+            async def apublish(bus: Any, *args: Any, **kwargs: Any) -> Any:
+                probe.on_publish(bus, args[0] if args else kwargs.get("event"))
+                return await publish(bus, *args, **kwargs)
+
+            bus_class.publish = apublish
+        else:
+
+            def spublish(bus: Any, *args: Any, **kwargs: Any) -> Any:
+                probe.on_publish(bus, args[0] if args else kwargs.get("event"))
+                return publish(bus, *args, **kwargs)
+
+            bus_class.publish = spublish
+
+        def counted(template: jinja2.Template, *args: Any, **kwargs: Any) -> Any:
+            probe.renders[template.name or "<string>"] += 1
+            return render(template, *args, **kwargs)
+
+        template_class.render = counted
+        logging.getLogger().addHandler(self)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "events": dict(self.events),
+            "published": self.published,
+            "renders": dict(self.renders),
+            "drops": self.drops,
+            "warnings": dict(self.warnings),
+            "cpu_s": time.process_time() - self.cpu0,
+            "lag_p99_ms": self.lag.p99_ms(),
+        }
+
+
+def serve_main(settings_json: str, conn: Connection) -> None:
+    from capsearch.app import create_app
+    from capsearch.bench.fakemodels import FakeCaptioner, FakeEmbedder, FakeTranscriber
+
+    probe = Probe()
+    probe.install()
+    settings = Settings.model_validate_json(settings_json)
+    app = create_app(
+        settings,
+        captioner_factory=lambda _s: FakeCaptioner(),
+        embedder_factory=lambda _s: FakeEmbedder(),
+        transcriber_factory=lambda _s: FakeTranscriber(),
+    )
+    server = uvicorn.Server(
+        uvicorn_config(app, settings.server, host="127.0.0.1", port=0, log_level="warning")
+    )
+
+    async def control() -> None:
+        while not server.started:  # noqa: ASYNC110 — uvicorn exposes no "started" event
+            await asyncio.sleep(0.05)
+        conn.send(server.servers[0].sockets[0].getsockname()[1])
+        while (command := await asyncio.get_running_loop().run_in_executor(None, conn.recv)) != "stop":
+            if command == "reset":
+                probe.lag.stop()
+                probe.reset()
+                probe.lag.start()
+            conn.send(probe.snapshot())
+        server.should_exit = True
+
+    async def main() -> None:
+        task = asyncio.create_task(control())
+        await server.serve()
+        task.cancel()
+        probe.lag.stop()
+
+    asyncio.run(main())
