@@ -73,7 +73,7 @@ class LagSampler:
 
 class Probe(logging.Handler):
     """Counts image events (stamping when each was published), template renders by name, queue-full
-    drops on today's bus, and the server's warnings."""
+    drops and queue depth on today's bus, CPU time, loop lag and the server's warnings."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -84,6 +84,7 @@ class Probe(logging.Handler):
         self.published: dict[int, list[tuple[float, str, str | None]]] = {}
         self.renders: Counter[str] = Counter()
         self.drops = 0
+        self.depth = self.queue_size = 0  # deepest subscriber queue seen (with this event), its bound
         self.warnings: Counter[str] = Counter()
         self.cpu0 = time.process_time()
         self.lag = LagSampler()
@@ -98,8 +99,11 @@ class Probe(logging.Handler):
             return
         self.events[kind] += 1
         self.published.setdefault(image_id, []).append((now, kind, status))
-        # Best effort: today's bus drops the oldest event of a subscriber whose queue is full.
-        self.drops += sum(1 for q in getattr(bus, "_subscribers", ()) if getattr(q, "full", bool)())
+        # Best effort, today's bus: it drops the oldest event of a subscriber whose queue is full.
+        queues = [q for q in getattr(bus, "_subscribers", ()) if isinstance(q, asyncio.Queue)]
+        self.drops += sum(1 for q in queues if q.full())
+        self.depth = max([self.depth, *(q.qsize() + 1 for q in queues)])
+        self.queue_size = max([self.queue_size, *(q.maxsize for q in queues)])
 
     def install(self) -> None:
         import inspect
@@ -140,6 +144,8 @@ class Probe(logging.Handler):
             "published": self.published,
             "renders": dict(self.renders),
             "drops": self.drops,
+            "depth": self.depth,
+            "queue_size": self.queue_size,
             "warnings": dict(self.warnings),
             "cpu_s": time.process_time() - self.cpu0,
             "lag_p99_ms": self.lag.p99_ms(),
