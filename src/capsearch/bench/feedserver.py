@@ -12,37 +12,20 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
 import uvicorn
 
 from capsearch.config import Settings
+from capsearch.events import AppEvent, ImageChanged
 from capsearch.server import uvicorn_config
 
 
-def event_fields(event: Any) -> tuple[int | None, str, str | None]:
-    """(image id, kind, status) of a bus event, whatever its shape: today `Event(kind, payload)` with
-    payload["id"] (and ["status"]); typed events with `image_id`, `type` (and `status` or `image`)."""
-    payload = getattr(event, "payload", None)
-    payload = payload if isinstance(payload, Mapping) else {}
-    raw_id = getattr(event, "image_id", None)
-    if raw_id is None:
-        raw_id = payload.get("id")
-    kind = getattr(event, "type", None) or getattr(event, "kind", None) or type(event).__name__
-    status = getattr(event, "status", None) or payload.get("status")
-    if status is None:
-        status = getattr(getattr(event, "image", None), "status", None)
-    try:
-        image_id = int(raw_id) if raw_id is not None else None
-    except (TypeError, ValueError):
-        image_id = None
-    return (
-        image_id,
-        str(getattr(kind, "value", kind)),
-        None if status is None else str(getattr(status, "value", status)),
-    )
+def event_fields(event: AppEvent) -> tuple[int, str, str | None]:
+    """(image id, kind, status) of a bus event; deletions have no status."""
+    status = event.image.status.value if isinstance(event, ImageChanged) else None
+    return event.image_id, event.type, status
 
 
 class LagSampler:
@@ -95,12 +78,12 @@ class Probe(logging.Handler):
     def on_publish(self, bus: Any, event: Any) -> None:
         now = time.monotonic()
         image_id, kind, status = event_fields(event)
-        if image_id is None:
-            return
         self.events[kind] += 1
         self.published.setdefault(image_id, []).append((now, kind, status))
-        # Best effort, today's bus: it drops the oldest event of a subscriber whose queue is full.
-        queues = [q for q in getattr(bus, "_subscribers", ()) if isinstance(q, asyncio.Queue)]
+        # The bus drops the oldest event of a subscriber whose queue is full (a subscriber is its
+        # queue, or holds it as `.queue`).
+        subscribers = [getattr(q, "queue", q) for q in getattr(bus, "_subscribers", ())]
+        queues = [q for q in subscribers if isinstance(q, asyncio.Queue)]
         self.drops += sum(1 for q in queues if q.full())
         self.depth = max([self.depth, *(q.qsize() + 1 for q in queues)])
         self.queue_size = max([self.queue_size, *(q.maxsize for q in queues)])
