@@ -24,12 +24,9 @@ def galleries(p: Page) -> list[str]:
 
 
 def next_gallery(p: Page, seen: int) -> str:
-    """The next gallery fragment after `seen` of them (pings pump the socket; no timed waits)."""
-    for _ in range(200):
-        if len(galleries(p)) > seen:
-            return galleries(p)[seen]
-        p.ping()
-    raise AssertionError("no gallery arrived")
+    """The next gallery fragment after `seen` of them (however long picking the examples takes)."""
+    p.until(lambda: len(galleries(p)) > seen)
+    return galleries(p)[seen]
 
 
 def card_ids(gallery_html: str) -> list[str]:

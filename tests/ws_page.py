@@ -116,6 +116,11 @@ class Page:
         else:
             self._controls.append(data)
 
+    def until(self, condition: Callable[[], bool]) -> None:
+        """Read messages until `condition()` holds (each read waits at most TIMEOUT_S)."""
+        while not condition():
+            self._pump()
+
     def next(self) -> dict[str, Any]:
         """The next control message, whatever its type (fragments are collected on the way)."""
         while not self._controls:

@@ -34,7 +34,7 @@ class RequestGuard:
         # No Host at all is no browser (every browser sends it), so it cannot be a rebound name.
         host_ok = host is None or self.policy.host_allowed(host)
         if scope["type"] == "websocket":
-            # The socket's Origin is checked where it is accepted (routes/ws.py), by the same rule.
+            # The socket's Origin is checked where it is accepted (ws/route.py), by the same rule.
             if not host_ok:
                 # Closed before accepting: the server answers the handshake with 403.
                 await WebSocketClose(POLICY_VIOLATION, "host not allowed")(scope, receive, send)
