@@ -7,33 +7,13 @@
  * swaps nothing. A collection card `#image-<id>` the page does not show yet is inserted at the top
  * of #collection instead of being dropped; an image's removal fragment (hx-swap-oob="delete") lowers
  * the collection count. After any fragment about an image, `capsearch:images-changed` is dispatched
- * on document (detail.ids = the image ids), so an open search can run again.
+ * on document (detail.ids = the image ids), so an open search can run again. page.js routes the
+ * messages to the scripts that asked for them (capsearch.socket.onMessage).
  *
  * Use: <body hx-ext="ws,capsearch-ws" ws-connect="/ws">, with htmx and ws.js loaded first.
  */
 (function () {
   'use strict';
-
-  // One toast builder for every page script (uploads, search, voice): a message the page itself
-  // decides to show. Toasts from the server arrive as fragments (partials/toast.html) instead.
-  window.capsearchToast = function (message, level) {
-    var toasts = document.getElementById('toasts');
-    if (!toasts) return;
-    var t = document.createElement('div');
-    t.className = 'toast toast-' + (level || 'error');
-    t.setAttribute('role', 'alert');
-    var text = document.createElement('span');
-    text.className = 'toast-message';
-    text.textContent = message;
-    var close = document.createElement('button');
-    close.type = 'button';
-    close.className = 'toast-close';
-    close.setAttribute('aria-label', 'Dismiss');
-    close.textContent = '×';
-    t.appendChild(text);
-    t.appendChild(close);
-    toasts.appendChild(t);
-  };
 
   // A removal of an element this page does not show is dropped: htmx would log it as an error.
   // From the socket, a card whose own delete request is in flight (search.js marks it) is left to

@@ -25,10 +25,9 @@
   var BLOCKED_RECHECK_MS = Math.min(1000, IDLE_MS);
   var LAYOUT_SCROLL_MS = 400; // a scroll this soon after a gallery change is the layout's, not a person's
   var BUSY_UPLOAD = '#uploads .upload:not([data-stage="done"]):not([data-stage="failed"])';
-  var announcer = document.getElementById('announcer');
+  var socket = window.capsearch.socket;
+  var announce = window.capsearch.announce;
 
-  var socket = null; // ws.js wrapper's public interface
-  var open = false;
   var requested = false; // a gallery.request went out this idle period and was not cancelled
   var lastActivity = Date.now();
   var lastGalleryChange = 0;
@@ -36,20 +35,10 @@
   var timer = null;
   var shownGallery = null;
 
-  function announce(text) {
-    if (!announcer) return;
-    announcer.textContent = '';
-    window.setTimeout(function () { announcer.textContent = text; }, 50);
-  }
-
-  function send(obj) {
-    if (socket && open) socket.send(JSON.stringify(obj));
-  }
-
   // ---- when the page may ask -------------------------------------------------------------------
 
   function blocked() {
-    return !open ||
+    return !socket.isOpen() ||
       document.visibilityState !== 'visible' ||
       document.querySelector(BUSY_UPLOAD) !== null ||
       document.querySelector('#search-results .search-panel') !== null ||
@@ -72,7 +61,7 @@
     var left = lastActivity + IDLE_MS - Date.now();
     if (left > 0) { schedule(left); return; }
     requested = true;
-    send({ type: 'gallery.request' });
+    socket.send({ type: 'gallery.request' });
   }
 
   // ---- the person is back ----------------------------------------------------------------------
@@ -100,7 +89,7 @@
     lastActivity = Date.now();
     if (requested) {
       requested = false;
-      send({ type: 'gallery.cancel' });
+      socket.send({ type: 'gallery.cancel' });
       stopPending('Stopped — you\'re back');
     }
     if (timer === null && document.visibilityState === 'visible') schedule(IDLE_MS);
@@ -135,22 +124,19 @@
     if (timer !== null) { window.clearTimeout(timer); timer = null; }
     if (requested) {
       requested = false;
-      send({ type: 'gallery.cancel' }); // examples for a hidden tab would be captioned for nobody
+      socket.send({ type: 'gallery.cancel' }); // examples for a hidden tab would be captioned for nobody
       stopPending('Stopped — you\'re back');
     }
   });
 
   // ---- the socket ------------------------------------------------------------------------------
 
-  document.addEventListener('htmx:wsOpen', function (e) {
-    socket = e.detail.socketWrapper;
-    open = true;
+  socket.onOpen(function () {
     lastActivity = Date.now();
     if (!requested) schedule(IDLE_MS);
   });
 
-  document.addEventListener('htmx:wsClose', function () {
-    open = false;
+  socket.onClose(function () {
     if (requested) {
       // The server drops a closed connection's gallery: its pending captions will never come.
       requested = false;
@@ -158,7 +144,7 @@
     }
   });
 
-  document.addEventListener('htmx:wsAfterMessage', function () {
+  socket.afterMessage(function () {
     var gallery = document.getElementById('gallery');
     if (!gallery || gallery === placeholder && gallery.hidden) return;
     lastGalleryChange = Date.now();

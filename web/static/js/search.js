@@ -15,18 +15,13 @@
   var form = document.getElementById('search-form');
   var input = document.getElementById('search-input');
   var results = document.getElementById('search-results');
-  var announcer = document.getElementById('announcer');
   if (!form || !input || !results) return;
+  var announce = window.capsearch.announce;
+  var toast = window.capsearch.toast;
 
   var REFRESH_MS = 500;
   var timer = null;
   var deferred = false;
-
-  function announce(text) {
-    if (!announcer || !text) return;
-    announcer.textContent = '';
-    window.setTimeout(function () { announcer.textContent = text; }, 50);
-  }
 
   // ---- search ---------------------------------------------------------------------------------
 
@@ -120,10 +115,6 @@
 
   // Answers htmx does not swap (a server error, a lost connection) still deserve a word: the
   // server's own sentence when it sent the API's JSON error ({"detail", "code"}), else a general one.
-  function toast(message) {
-    window.capsearchToast(message);
-  }
-
   document.addEventListener('htmx:responseError', function (e) {
     var detail = null;
     try {

@@ -2,7 +2,7 @@
  * capsearch uploads: capture files (picker, drag-and-drop, paste), stream them over the page's
  * WebSocket in chunks (docs/protocol.md), draw progress. Everything the server says about a file
  * after its bytes are in arrives as HTML fragments (capsearch-ws.js); control messages arrive here
- * as `capsearch:message` events.
+ * through capsearch.socket (page.js).
  *
  * Per file: a card in #uploads with a local preview, a <progress>, and a status line
  * `#upload-<id>-status` that the server's fragments replace (queued → captioning → done | failed).
@@ -16,9 +16,9 @@
   var list = document.getElementById('uploads');
   if (!zone || !list) return;
   var input = document.getElementById('file-input');
-  var toasts = document.getElementById('toasts');
-  var announcer = document.getElementById('announcer');
-  var conn = document.getElementById('connection');
+  var socket = window.capsearch.socket;
+  var announce = window.capsearch.announce;
+  var toast = window.capsearch.toast;
 
   var MAX_BYTES = parseInt(zone.getAttribute('data-max-bytes'), 10);
   var TYPES = (zone.getAttribute('data-types') || '').split(',');
@@ -29,8 +29,6 @@
   var RETRY = { too_many_uploads: 1, rate_limited: 1, server_busy: 1 };
   var LABELS = { waiting: 'Waiting', uploading: 'Uploading', failed: 'Failed' };
 
-  var socket = null; // ws.js wrapper's public interface
-  var open = false;
   var uploads = new Map(); // id → upload
   var waiting = []; // uploads not started yet, first in first out
   var encoder = new TextEncoder();
@@ -55,19 +53,6 @@
     if (mb >= 1) return (Number.isInteger(mb) ? mb : mb.toFixed(1)) + ' MB';
     if (n >= 1024) return Math.round(n / 1024) + ' KB';
     return n + ' B';
-  }
-
-  function announce(text) {
-    announcer.textContent = '';
-    window.setTimeout(function () { announcer.textContent = text; }, 50);
-  }
-
-  function toast(level, message) {
-    window.capsearchToast(message, level);
-  }
-
-  function send(obj) {
-    if (socket && open) socket.send(typeof obj === 'string' || obj instanceof ArrayBuffer ? obj : JSON.stringify(obj));
   }
 
   function sha256Hex(bytes) {
@@ -185,7 +170,7 @@
         u.state = 'failed';
         u.card.classList.add('never-sent');
         drawStage(u, 'failed', problem);
-        toast('error', problem);
+        toast(problem);
         return;
       }
       u.state = 'waiting';
@@ -224,10 +209,10 @@
   }
 
   function sendStart(u) {
-    if (!open) return; // sent by onOpen
+    if (!socket.isOpen()) return; // sent by onOpen
     u.startSent = true;
     u.resuming = false;
-    send({ type: 'upload.start', id: u.id, name: u.name, size: u.size, mime: u.mime });
+    socket.send({ type: 'upload.start', id: u.id, name: u.name, size: u.size, mime: u.mime });
   }
 
   function frame(u, from, to) {
@@ -242,17 +227,17 @@
   }
 
   function pump(u) {
-    if (!open || u.state !== 'sending') return;
+    if (!socket.isOpen() || u.state !== 'sending') return;
     while (u.pending.length < u.window && u.sent < u.size) {
       var to = Math.min(u.sent + u.chunkSize, u.size);
-      send(frame(u, u.sent, to));
+      socket.sendBinary(frame(u, u.sent, to));
       u.pending.push(to);
       u.sent = to;
     }
     if (u.acked >= u.size) {
       u.state = 'ending';
       u.hash.then(function (hex) {
-        if (u.state === 'ending' && open) send({ type: 'upload.end', id: u.id, sha256: hex });
+        if (u.state === 'ending') socket.send({ type: 'upload.end', id: u.id, sha256: hex });
       }, function () { fail(u, 'The browser could not hash ' + u.name + '.'); });
     }
   }
@@ -268,7 +253,7 @@
     var wasWaiting = waiting.indexOf(u);
     if (wasWaiting >= 0) waiting.splice(wasWaiting, 1);
     drawStage(u, 'failed', detail);
-    toast('error', detail);
+    toast(detail);
     settle(u, 'failed');
   }
 
@@ -277,7 +262,7 @@
     if (msg.type === 'error') {
       // Chunks still in flight when an upload was cancelled or failed come back as errors: expected.
       if (u && !(u.state in ACTIVE)) return;
-      toast('error', msg.detail || 'Something went wrong on the server.');
+      toast(msg.detail || 'Something went wrong on the server.');
       return;
     }
     if (!u || !(u.state in ACTIVE)) return;
@@ -325,7 +310,7 @@
       sendStart(u);
     } else if (msg.code === 'duplicate_upload_id' && !u.resuming) {
       u.resuming = true;
-      send({ type: 'upload.resume', id: u.id });
+      socket.send({ type: 'upload.resume', id: u.id });
     } else if (msg.code in RETRY) {
       u.state = 'waiting';
       u.startSent = false;
@@ -337,17 +322,16 @@
     }
   }
 
-  function onOpen(evt) {
-    socket = evt.detail.socketWrapper;
-    open = true;
-    setConnection('open', 'Live');
+  // A new connection knows none of this page's uploads: each one under way is resumed from what
+  // the server kept, or started if its upload.start never went out.
+  function onOpen() {
     uploads.forEach(function (u) {
       if (!(u.state in ACTIVE) || !u.bytes) return;
       u.pending = [];
       if (u.startSent) {
         u.state = 'starting';
         u.resuming = true;
-        send({ type: 'upload.resume', id: u.id });
+        socket.send({ type: 'upload.resume', id: u.id });
       } else {
         sendStart(u);
       }
@@ -355,25 +339,9 @@
     next();
   }
 
-  function onClose(evt) {
-    open = false;
-    // Frames ws.js queued while the socket was closing belong to the old connection.
-    if (evt.detail.socketWrapper && evt.detail.socketWrapper.queue) evt.detail.socketWrapper.queue.length = 0;
-    var code = evt.detail.event && evt.detail.event.code;
-    var retry = [1006, 1011, 1012, 1013].indexOf(code) >= 0;
-    setConnection('closed', retry ? 'Reconnecting…' : 'Disconnected — reload the page');
-  }
-
-  function setConnection(state, text) {
-    if (!conn) return;
-    conn.setAttribute('data-state', state);
-    var t = conn.querySelector('.conn-text');
-    if (t) t.textContent = text;
-  }
-
   function cancelOrRemove(u) {
     if (u.state === 'waiting' || u.state in ACTIVE) {
-      if (u.state in ACTIVE && u.startSent) send({ type: 'upload.cancel', id: u.id });
+      if (u.state in ACTIVE && u.startSent) socket.send({ type: 'upload.cancel', id: u.id });
       var i = waiting.indexOf(u);
       if (i >= 0) waiting.splice(i, 1);
       drawStage(u, 'failed', 'Cancelled.');
@@ -388,13 +356,10 @@
 
   // ---- wiring -------------------------------------------------------------------------------
 
-  document.addEventListener('htmx:wsOpen', onOpen);
-  document.addEventListener('htmx:wsClose', onClose);
-  document.addEventListener('htmx:wsConnecting', function () {
-    if (!open) setConnection('connecting', 'Connecting…');
-  });
-  document.addEventListener('capsearch:message', function (e) { onMessage(e.detail); });
-  document.addEventListener('htmx:wsAfterMessage', function () { uploads.forEach(syncStage); });
+  socket.onOpen(onOpen);
+  socket.onMessage('upload.*', onMessage);
+  socket.onMessage('error', onMessage);
+  socket.afterMessage(function () { uploads.forEach(syncStage); });
 
   input.addEventListener('change', function () {
     addFiles(input.files);
@@ -435,23 +400,4 @@
     var u = uploads.get(btn.closest('.upload').id.slice('upload-'.length));
     if (u) cancelOrRemove(u);
   });
-
-  toasts.addEventListener('click', function (e) {
-    var btn = e.target.closest('.toast-close');
-    if (btn) btn.closest('.toast').remove();
-  });
-  // Toasts come from this script and from server fragments: drop repeats, dismiss after a while.
-  new MutationObserver(function (records) {
-    records.forEach(function (r) {
-      Array.prototype.forEach.call(r.addedNodes, function (node) {
-        if (!(node instanceof HTMLElement) || !node.classList.contains('toast')) return;
-        var text = node.textContent.replace('×', '').trim();
-        var twin = Array.prototype.some.call(toasts.querySelectorAll('.toast'), function (t) {
-          return t !== node && t.textContent.replace('×', '').trim() === text;
-        });
-        if (twin) { node.remove(); return; }
-        window.setTimeout(function () { node.remove(); }, node.classList.contains('toast-error') ? 10000 : 6000);
-      });
-    });
-  }).observe(toasts, { childList: true });
 })();

@@ -29,7 +29,9 @@
   var playback = document.getElementById('voice-playback');
   var audio = document.getElementById('voice-audio');
   var stopButton = panel.querySelector('[data-action="voice-stop"]');
-  var announcer = document.getElementById('announcer');
+  var socket = window.capsearch.socket;
+  var announce = window.capsearch.announce;
+  var toast = window.capsearch.toast;
 
   var RATE = 16000;
   var CHUNK = RATE / 5; // 200 ms
@@ -63,32 +65,16 @@
     insecure: 'Microphone unavailable on this page',
   };
 
-  var socket = null; // ws.js wrapper's public interface
-  var open = false;
   var rec = null; // the current recording
   var audioUrl = null;
   var shown = 0; // the level meter's value, falling back smoothly
 
   // ---- small helpers ------------------------------------------------------------------------
 
-  function announce(text) {
-    if (!announcer) return;
-    announcer.textContent = '';
-    window.setTimeout(function () { announcer.textContent = text; }, 50);
-  }
-
-  function toast(text) {
-    window.capsearchToast(text);
-  }
-
   function newId() {
     var b = new Uint8Array(10);
     crypto.getRandomValues(b);
     return 'v' + Array.prototype.map.call(b, function (x) { return x.toString(16).padStart(2, '0'); }).join('');
-  }
-
-  function send(data) {
-    if (socket && open) socket.send(typeof data === 'string' || data instanceof ArrayBuffer ? data : JSON.stringify(data));
   }
 
   function timeText(seconds) {
@@ -212,7 +198,7 @@
       showMessage('no_microphone', 'This browser cannot record audio for voice search (no AudioWorklet).');
       return;
     }
-    if (!open) {
+    if (!socket.isOpen()) {
       showMessage('connection_lost', 'The page is not connected to the server; wait until it says Live.');
       return;
     }
@@ -234,7 +220,7 @@
       if (!ok || rec !== r || r.state !== 'opening') return;
       r.state = 'starting';
       setState('starting');
-      send({ type: 'voice.start', id: r.id, sample_rate: RATE });
+      socket.send({ type: 'voice.start', id: r.id, sample_rate: RATE });
       r.timer = window.setTimeout(function () {
         if (rec === r && !r.accepted && r.state !== 'failed' && r.state !== 'done') {
           fail(r, 'internal_error', 'The server did not answer; try again.');
@@ -290,7 +276,7 @@
     if (data.pcm.length) {
       r.chunks.push(data.pcm);
       r.samples += data.pcm.length;
-      if (r.accepted && !r.stopSent) send(frame(r.id, data.pcm));
+      if (r.accepted && !r.stopSent) socket.sendBinary(frame(r.id, data.pcm));
       else r.pending.push(data.pcm);
       clock.textContent = timeText(r.samples / RATE) + ' / ' + timeText(r.maxSeconds);
     }
@@ -316,10 +302,10 @@
 
   function sendStop(r) {
     if (!r.captureDone || !r.accepted || r.stopSent || rec !== r || r.state === 'failed' || r.state === 'done') return;
-    r.pending.forEach(function (pcm) { send(frame(r.id, pcm)); });
+    r.pending.forEach(function (pcm) { socket.sendBinary(frame(r.id, pcm)); });
     r.pending = [];
     r.stopSent = true;
-    send({ type: 'voice.stop', id: r.id });
+    socket.send({ type: 'voice.stop', id: r.id });
     r.state = 'transcribing';
     setState('transcribing');
     r.timer = window.setTimeout(function () {
@@ -346,7 +332,7 @@
   function cancel(r) {
     if (!r) return;
     teardown(r);
-    if (r.state !== 'opening' && !r.final && r.state !== 'failed' && r.state !== 'done') send({ type: 'voice.cancel', id: r.id });
+    if (r.state !== 'opening' && !r.final && r.state !== 'failed' && r.state !== 'done') socket.send({ type: 'voice.cancel', id: r.id });
     if (r.timer) window.clearTimeout(r.timer);
     r.state = 'done';
     setState('idle');
@@ -374,7 +360,7 @@
         r.accepted = true;
         r.maxSeconds = msg.max_seconds || r.maxSeconds;
         if (r.state === 'starting') { r.state = 'recording'; setState('recording'); }
-        r.pending.forEach(function (pcm) { if (!r.stopSent) send(frame(r.id, pcm)); });
+        r.pending.forEach(function (pcm) { if (!r.stopSent) socket.sendBinary(frame(r.id, pcm)); });
         r.pending = [];
         sendStop(r);
         break;
@@ -425,16 +411,9 @@
     stop(rec);
   });
 
-  document.addEventListener('capsearch:message', function (e) {
-    var msg = e.detail;
-    if (msg && typeof msg.type === 'string' && (msg.type.indexOf('voice.') === 0 || msg.type === 'error')) onMessage(msg);
-  });
-  document.addEventListener('htmx:wsOpen', function (e) {
-    socket = e.detail.socketWrapper;
-    open = true;
-  });
-  document.addEventListener('htmx:wsClose', function () {
-    open = false;
+  socket.onMessage('voice.*', onMessage);
+  socket.onMessage('error', onMessage);
+  socket.onClose(function () {
     // The server ends a recording whose socket closed: there is nothing to resume.
     if (rec && !(rec.state === 'failed' || rec.state === 'done')) {
       fail(rec, 'connection_lost', 'The connection to the server dropped, so this recording was lost. ' +
