@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import httpx
 import pytest
@@ -111,6 +112,22 @@ async def test_list_is_newest_first_with_cursor(client: httpx.AsyncClient) -> No
     assert [i["id"] for i in page2["items"]] == ids[::-1][3:]
     assert page2["next"] is None
     bad = await client.get("/api/images", params={"cursor": "../etc"})
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"
+
+
+async def test_the_list_finds_an_image_by_its_sha256(client: httpx.AsyncClient) -> None:
+    data = photo_bytes(16)
+    image = (await client.post("/api/images", files=files(data))).json()["items"][0]["image"]
+    await client.post("/api/images", files=files(photo_bytes(17)))
+    digest = hashlib.sha256(data).hexdigest()
+    for asked in (digest, digest.upper()):
+        found = (await client.get("/api/images", params={"sha256": asked})).json()
+        assert [(i["id"], i["sha256"]) for i in found["items"]] == [(image["id"], digest)]
+        assert found["total"] == 1 and found["next"] is None
+    # Not stored is an empty answer, not a 404 (browsers log those as console errors).
+    missing = await client.get("/api/images", params={"sha256": "0" * 64})
+    assert missing.status_code == 200 and missing.json() == {"items": [], "total": 0, "next": None}
+    bad = await client.get("/api/images", params={"sha256": "xyz"})
     assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"
 
 

@@ -52,11 +52,14 @@ class ImageLibrary:
         return ImageOut.of(image) if image is not None else None
 
     async def get_by_sha256(self, sha256: str) -> Image:
-        async with self.sessions() as s:
-            image = await repo.get_by_sha(s, sha256.lower())
+        image = await self.find_by_sha256(sha256)
         if image is None:
             raise NotFoundError("No image with that SHA-256 is stored.")
         return image
+
+    async def find_by_sha256(self, sha256: str) -> Image | None:
+        async with self.sessions() as s:
+            return await repo.get_by_sha(s, sha256.lower())
 
     async def page(self, limit: int, before_id: int | None) -> tuple[list[Image], int]:
         async with self.sessions() as s:
