@@ -62,3 +62,6 @@ ALL_DONE_JS = """
     c.querySelector('.card-status .caption')?.textContent.trim());
 }
 """
+
+# True once the page has received `n` socket messages of one type.
+RECEIVED_JS = "([type, n]) => window.__wsLog.filter(([d, m]) => d === 'in' && m.type === type).length === n"

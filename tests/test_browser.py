@@ -16,7 +16,7 @@ import pytest
 from PIL import Image as PILImage
 
 from capsearch.config import UploadSettings
-from tests.browser_js import ALL_DONE_JS, DROP_JS, MAX_IN_PROGRESS_JS, SOCKET_PROBE_JS
+from tests.browser_js import ALL_DONE_JS, DROP_JS, MAX_IN_PROGRESS_JS, RECEIVED_JS, SOCKET_PROBE_JS
 from tests.browserkit import ARTIFACTS, BROWSER, CHROMIUM, CHROMIUM_ARGS, noise_jpeg, real_photos
 
 pytestmark = BROWSER
@@ -128,10 +128,10 @@ async def test_upload_resumes_after_the_connection_drops(server: str, tmp_path: 
             # Only 6 binary frames get through; the rest vanish as on a dying network.
             await page.evaluate("() => { window.__binaryBudget = 6; }")
             await page.set_input_files("#file-input", files)
-            await page.wait_for_function(
-                "() => window.__wsLog.filter(([d, m]) => d === 'in' && m.type === 'upload.ack').length === 6",
-                timeout=15_000,
-            )
+            await page.wait_for_function(RECEIVED_JS, arg=["upload.ack", 6], timeout=15_000)
+            # Each file is hashed and looked up before its upload starts: the third may start after
+            # the first has used up the frames that get through.
+            await page.wait_for_function(RECEIVED_JS, arg=["upload.accepted", 3], timeout=15_000)
             # Three uploads in progress at most; the fourth waits in the page.
             assert await page.locator('#uploads .card-status[data-stage="uploading"]').count() == 3
             assert await page.locator('#uploads .card-status[data-stage="waiting"]').count() == 1

@@ -54,7 +54,12 @@ async def test_page_renders_drop_zone_limits_and_containers(client: httpx.AsyncC
     assert 'hx-ext="ws,capsearch-ws" ws-connect="/ws"' in html
     assert """<meta name="htmx-config" content='{"includeIndicatorStyles":false""" in html
     assert 'data-max-bytes="5242880"' in html
-    for src in ("/static/vendor/htmx.min.js", "/static/vendor/ws.js", "/static/js/upload.js"):
+    for src in (
+        "/static/vendor/htmx.min.js",
+        "/static/vendor/ws.js",
+        "/static/js/page.js",
+        "/static/js/upload.js",
+    ):
         assert f'<script src="{src}" defer></script>' in html
 
 
@@ -68,6 +73,18 @@ async def test_page_sends_a_strict_csp_that_the_markup_obeys(client: httpx.Async
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", r.text)
     assert not re.search(r"\sstyle=|<style|\son[a-z]+=", r.text)
     assert r.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_the_hash_worker_runs_under_its_own_narrow_policy(client: httpx.AsyncClient) -> None:
+    # A worker is not bound by the page's policy but by the one its script comes with: hash-wasm
+    # needs WebAssembly compiled ('wasm-unsafe-eval', never the page's), and nothing else but scripts
+    # from this origin (its importScripts).
+    assert "worker-src 'self'" in (await client.get("/")).headers["content-security-policy"]
+    r = await client.get("/static/js/hash-worker.js")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
+    assert r.headers["content-security-policy"] == "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'"
+    assert "importScripts('/static/vendor/hash-wasm-sha256.js')" in r.text
+    assert "content-security-policy" not in (await client.get("/static/js/upload.js")).headers
 
 
 @pytest.mark.parametrize("name", sorted(VENDOR_FILES))

@@ -24,7 +24,7 @@
   var IDLE_MS = Math.max(250, (parseFloat(placeholder.getAttribute('data-idle-seconds')) || 8) * 1000);
   var BLOCKED_RECHECK_MS = Math.min(1000, IDLE_MS);
   var LAYOUT_SCROLL_MS = 400; // a scroll this soon after a gallery change is the layout's, not a person's
-  var BUSY_UPLOAD = '#uploads .upload:not([data-stage="done"]):not([data-stage="failed"])';
+  var BUSY_UPLOAD = '#uploads .upload:not([data-stage="done"]):not([data-stage="failed"]):not([data-stage="stored"])';
   var socket = window.capsearch.socket;
   var announce = window.capsearch.announce;
 

@@ -8,6 +8,12 @@
  * `#upload-<id>-status` that the server's fragments replace (queued → captioning → done | failed).
  * At most `data-max-parallel` uploads are in progress at once; each keeps at most `window` chunks
  * unacknowledged. After a reconnect unfinished uploads are resumed from the server's offset.
+ *
+ * Before a file is sent, hash-worker.js hashes it (SHA-256, off the main thread) and the server is
+ * asked whether those bytes are already stored (GET /api/images?sha256=). If they are, and not as
+ * a failed image, the card says "Already in your collection" and links to the collection's card:
+ * nothing goes over the socket. A failed image is sent again, which retries its caption; if the
+ * server cannot say, the file is sent and the server's own duplicate check answers.
  */
 (function () {
   'use strict';
@@ -27,7 +33,10 @@
   var ACTIVE = { starting: 1, sending: 1, ending: 1 };
   // Refusals that pass with time (a slot frees up, the rate limit refills): the file waits, then retries.
   var RETRY = { too_many_uploads: 1, rate_limited: 1, server_busy: 1 };
-  var LABELS = { waiting: 'Waiting', uploading: 'Uploading', failed: 'Failed' };
+  var LABELS = { waiting: 'Waiting', uploading: 'Uploading', stored: 'Already in your collection', failed: 'Failed' };
+  // A stored image in one of these states is not sent again; a failed one is (that retries its caption).
+  var KEPT = { received: 1, captioning: 1, ready: 1 };
+  var LOOKUP_TIMEOUT_MS = 10000;
 
   var uploads = new Map(); // id → upload
   var waiting = []; // uploads not started yet, first in first out
@@ -55,13 +64,60 @@
     return n + ' B';
   }
 
-  function sha256Hex(bytes) {
-    if (window.crypto && crypto.subtle) {
-      return crypto.subtle.digest('SHA-256', bytes).then(function (d) {
-        return Array.prototype.map.call(new Uint8Array(d), function (x) { return x.toString(16).padStart(2, '0'); }).join('');
-      });
-    }
-    return Promise.resolve(window.capsearchSha256(bytes)); // plain-http origins have no crypto.subtle
+  // ---- hashing and asking the server --------------------------------------------------------
+
+  var hasher = null; // hash-worker.js, started with the first file
+  var hashing = new Map(); // upload id → {resolve, reject}
+
+  function startHasher() {
+    var worker = new Worker('/static/js/hash-worker.js');
+    worker.onmessage = function (e) {
+      var p = hashing.get(e.data.id);
+      if (!p) return;
+      hashing.delete(e.data.id);
+      if (e.data.sha256) p.resolve(e.data.sha256);
+      else p.reject(e.data.error);
+    };
+    // A worker that could not start (its script or hash-wasm missing) fails what it was given; the
+    // next file starts a new one.
+    worker.onerror = function () {
+      worker.terminate();
+      if (hasher === worker) hasher = null;
+      hashing.forEach(function (p) { p.reject('hash'); });
+      hashing.clear();
+    };
+    return worker;
+  }
+
+  // Lowercase hex; rejects with 'read' (the file cannot be read) or 'hash'.
+  function hashFile(u) {
+    if (!hasher) hasher = startHasher();
+    var worker = hasher;
+    return new Promise(function (resolve, reject) {
+      hashing.set(u.id, { resolve: resolve, reject: reject });
+      worker.postMessage({ id: u.id, file: u.file });
+    });
+  }
+
+  // The stored image with these bytes when sending them again would change nothing; otherwise null,
+  // also when the server cannot say (offline, rate limited, an error): the upload then goes ahead.
+  function storedImage(sha256) {
+    var abort = new AbortController();
+    var timer = window.setTimeout(function () { abort.abort(); }, LOOKUP_TIMEOUT_MS);
+    return fetch('/api/images?sha256=' + sha256, {
+      headers: { Accept: 'application/json' },
+      cache: 'no-store',
+      signal: abort.signal,
+    }).then(function (r) {
+      return r.ok ? r.json() : null;
+    }).then(function (page) {
+      var image = page && Array.isArray(page.items) ? page.items[0] : null;
+      return image && image.status in KEPT ? image : null;
+    }).catch(function () {
+      return null;
+    }).finally(function () {
+      window.clearTimeout(timer);
+    });
   }
 
   // ---- cards --------------------------------------------------------------------------------
@@ -122,6 +178,39 @@
     s.textContent = '';
     s.appendChild(el('span', 'stage-badge stage-' + stage, LABELS[stage] || stage));
     if (detail) s.appendChild(el('p', 'error-detail', detail));
+    syncStage(u);
+  }
+
+  // Nothing was sent: the bytes are stored already. The collection's card is the one that follows
+  // the image from here (captioning → done), so this card links to it.
+  function drawStored(u, image) {
+    var s = statusEl(u);
+    if (!s) return;
+    s.setAttribute('data-stage', 'stored');
+    s.textContent = '';
+    s.appendChild(el('span', 'stage-badge stage-stored', LABELS.stored));
+    if (image.status === 'ready') {
+      if (image.caption) s.appendChild(el('p', 'caption', image.caption));
+      var img = u.card.querySelector('.upload-thumb img');
+      if (img) {
+        img.src = image.thumbnail_url;
+        URL.revokeObjectURL(u.objectUrl);
+        u.objectUrl = null;
+      }
+    }
+    var link = el('a', 'upload-link');
+    if (document.getElementById('image-' + image.id)) {
+      link.href = '#image-' + image.id;
+      link.textContent = 'Show it in the collection';
+    } else {
+      // Older than the cards this page shows.
+      link.href = image.url;
+      link.target = '_blank';
+      link.rel = 'noopener';
+      link.textContent = 'Open the stored image';
+    }
+    s.appendChild(link);
+    u.card.classList.add('never-sent');
     syncStage(u);
   }
 
@@ -199,13 +288,32 @@
       u.retrying = false;
     }
     drawStage(u, 'uploading');
-    u.file.arrayBuffer().then(function (buf) {
-      u.bytes = new Uint8Array(buf);
-      u.hash = sha256Hex(u.bytes);
-      if (u.state === 'starting') sendStart(u);
-    }, function () {
-      fail(u, 'The browser could not read ' + u.name + '.');
+    // Once per file: a retry after a refusal (a full server, the rate limit) goes straight to sending,
+    // and the server's own duplicate check still answers for bytes stored meanwhile.
+    var checked = u.sha256 ? Promise.resolve(null) : hashFile(u).then(function (hex) {
+      u.sha256 = hex;
+      return u.state === 'starting' ? storedImage(hex) : null;
     });
+    checked.then(function (image) {
+      if (u.state !== 'starting') return; // cancelled meanwhile
+      if (image) {
+        stored(u, image);
+        return;
+      }
+      u.file.arrayBuffer().then(function (buf) {
+        u.bytes = new Uint8Array(buf);
+        if (u.state === 'starting') sendStart(u);
+      }, function () {
+        fail(u, 'The browser could not read ' + u.name + '.');
+      });
+    }, function (why) {
+      fail(u, 'The browser could not ' + (why === 'read' ? 'read ' : 'hash ') + u.name + '.');
+    });
+  }
+
+  function stored(u, image) {
+    settle(u, 'finished');
+    drawStored(u, image);
   }
 
   function sendStart(u) {
@@ -236,9 +344,8 @@
     }
     if (u.acked >= u.size) {
       u.state = 'ending';
-      u.hash.then(function (hex) {
-        if (u.state === 'ending') socket.send({ type: 'upload.end', id: u.id, sha256: hex });
-      }, function () { fail(u, 'The browser could not hash ' + u.name + '.'); });
+      // The hash the server checks the bytes against: the upload ends here or not at all.
+      socket.send({ type: 'upload.end', id: u.id, sha256: u.sha256 });
     }
   }
 

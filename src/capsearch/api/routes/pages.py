@@ -32,13 +32,20 @@ router.include_router(ui.router)
 VENDOR_FILES: dict[str, str] = {
     "htmx.min.js": "htmx.org/dist/htmx.min.js",
     "ws.js": "htmx-ext-ws/ws.js",
+    # The browser build: its WebAssembly is inlined, so this one file is all hash-worker.js loads.
+    "hash-wasm-sha256.js": "hash-wasm/dist/sha256.umd.min.js",
 }
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-    "media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; "
-    "form-action 'self'"
+    "media-src 'self' blob:; connect-src 'self'; worker-src 'self'; frame-ancestors 'none'; "
+    "base-uri 'self'; form-action 'self'"
 )
+# A dedicated worker runs under the policy its own script is served with, not the page's. The hash
+# worker's: nothing but same-origin scripts (its importScripts) and the compiling of WebAssembly
+# (hash-wasm), which the page's own policy does not allow.
+WORKER_CSP = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'"
+WORKERS = {"js/hash-worker.js"}
 
 TYPE_NAMES = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WebP", "image/gif": "GIF"}
 
@@ -124,6 +131,8 @@ class AssetFiles(StaticFiles):
         response = await super().get_response(path, scope)
         response.headers["Content-Type"] = STATIC_TYPES[PurePosixPath(path).suffix]
         response.headers["Cache-Control"] = "no-cache"
+        if path in WORKERS:
+            response.headers["Content-Security-Policy"] = WORKER_CSP
         return response
 
 
