@@ -41,6 +41,9 @@ MAX_IN_PROGRESS_JS = """
 }
 """
 
+# True once the page has received `n` socket messages of one type.
+RECEIVED_JS = "([type, n]) => window.__wsLog.filter(([d, m]) => d === 'in' && m.type === type).length === n"
+
 DROP_JS = """
 async ([b64, name, type]) => {
   const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
@@ -63,5 +66,43 @@ ALL_DONE_JS = """
 }
 """
 
-# True once the page has received `n` socket messages of one type.
-RECEIVED_JS = "([type, n]) => window.__wsLog.filter(([d, m]) => d === 'in' && m.type === type).length === n"
+# ---- voice search ---------------------------------------------------------------------------------
+
+# Runs after SOCKET_PROBE_JS: logs each binary frame the page sends (its 3 header bytes and size) in
+# order with the JSON messages.
+FRAME_PROBE_JS = """
+(() => {
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) {
+    if (data instanceof ArrayBuffer) {
+      const [kind, encoding, n] = new Uint8Array(data, 0, 3);
+      window.__wsLog.push(['bin', { type: 'frame', kind, encoding, n, size: data.byteLength }]);
+    }
+    return send.call(this, data);
+  };
+})();
+"""
+# A partial shown, matching `pattern`, that covers at least `seconds` of the recording.
+PARTIAL_JS = """
+([pattern, seconds]) => {
+  const t = document.getElementById('voice-transcript');
+  const covered = window.__wsLog.some(([d, m]) => m.type === 'voice.partial' && m.seconds >= seconds);
+  return covered && t.dataset.state === 'partial' && new RegExp(pattern, 'i').test(t.textContent);
+}
+"""
+CLOCK_JS = """
+(seconds) => {
+  const [m, s] = document.getElementById('voice-time').textContent.split(' / ')[0].split(':');
+  return Number(m) * 60 + Number(s) >= seconds;
+}
+"""
+PLAYBACK_JS = """
+() => {
+  const a = document.getElementById('voice-audio');
+  return a.src.startsWith('blob:') && Number.isFinite(a.duration) && a.duration > 0 ? a.duration : 0;
+}
+"""
+# Requests the page made to the search box's endpoint (Resource Timing lists htmx's XHRs too).
+UI_SEARCHES_JS = (
+    "() => performance.getEntriesByType('resource').filter(e => e.name.includes('/ui/search')).length"
+)

@@ -1,14 +1,26 @@
-"""Photos with known captions for the search browser test: drawn beach scenes (no sample photo has a
-dog) beside the scikit-image samples, and a captioner that knows each picture by its size."""
+"""Photos with known captions for the search and voice browser tests: drawn beach scenes (no sample
+photo has a dog) beside the scikit-image samples, a collection of them captioned by hand, and a
+captioner that knows each picture by its size."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
+from tests.browserkit import real_photos
+from tests.conftest import photo_bytes
+
 SAND, SEA, FOAM, SUN, DOG = (236, 213, 164), (46, 134, 171), (222, 240, 247), (255, 214, 102), (121, 72, 42)
+# What photo_set captions the sample photos as (the beach's caption is each test's own).
+CAPTIONS = {
+    "rocket.jpg": "a red rocket on the launch pad",
+    "pasta.jpg": "a plate of pasta",
+    "coffee.png": "a cup of coffee on a saucer",
+    "chelsea.png": "a tabby cat looking up",
+}
 
 
 def _dog(draw: ImageDraw.ImageDraw, x: int, y: int, scale: float, colour: tuple[int, int, int]) -> None:
@@ -55,6 +67,22 @@ def beach(path: Path, size: tuple[int, int], dogs: int) -> Path:
         )
     img.save(path, "JPEG", quality=92)
     return path
+
+
+async def photo_set(api: httpx.AsyncClient, folder: Path, beach_caption: str) -> dict[str, int]:
+    """Real sample photos, a drawn beach and a made-up plate, captioned by PATCH: file name → id."""
+    photos = {p.name: p.read_bytes() for p in real_photos()}
+    photos["beach.jpg"] = beach(folder / "beach.jpg", (640, 420), dogs=1).read_bytes()
+    photos["pasta.jpg"] = photo_bytes(7, size=(480, 360))
+    files = [
+        ("files", (n, b, "image/png" if n.endswith(".png") else "image/jpeg")) for n, b in photos.items()
+    ]
+    r = await api.post("/api/images?wait=true", files=files)
+    assert r.status_code == 201, r.text
+    ids = {i["filename"]: i["image"]["id"] for i in r.json()["items"]}
+    for name, caption in {**CAPTIONS, "beach.jpg": beach_caption}.items():
+        assert (await api.patch(f"/api/images/{ids[name]}", json={"caption": caption})).status_code == 200
+    return ids
 
 
 class PhotoCaptioner:

@@ -1,6 +1,6 @@
 """Shared by the browser tests: where Chromium is and how it is launched, real sample photos, a real
-uvicorn server for any app (conftest's `server` fixture uses it), a fake microphone, and a collector
-of the page's console errors.
+uvicorn server for any app (conftest's `server` fixture uses it), the page opened with probes, a fake
+microphone, and collectors of the page's console errors and of the frames it sends over its socket.
 
 Needs Debian's /usr/bin/chromium and the `playwright` Python package (no Playwright browser download).
 """
@@ -17,18 +17,21 @@ import sys
 import threading
 import warnings
 import zipfile
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import uvicorn
 from fastapi import FastAPI
 from PIL import Image as PILImage
 
-from capsearch.config import ServerSettings
+from capsearch.app import CaptionerFactory, create_app
+from capsearch.config import ServerSettings, Settings
 from capsearch.server import uvicorn_config
 from tests.voicekit import make_speech_wav, read_wav, silence, wav_bytes
 
@@ -51,6 +54,7 @@ BROWSER = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install chromium"),
 ]
 
+OPEN = '#connection[data-state="open"]'  # the page's socket is live
 FAKE_UI = "--use-fake-ui-for-media-stream"  # grants the microphone without asking
 FAKE_DEVICE = "--use-fake-device-for-media-stream"
 
@@ -138,6 +142,31 @@ async def serve(app: FastAPI, server_settings: ServerSettings | None = None) -> 
         await asyncio.to_thread(thread.join, 30)
 
 
+@asynccontextmanager
+async def running(settings: Settings, factory: CaptionerFactory) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in a real server; yields an API client on it."""
+    app = create_app(settings, captioner_factory=factory)
+    async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=120) as api:
+        yield api
+
+
+async def open_page(
+    browser: Any, base: str, problems: list[str], *init_scripts: str, frames: Counter[str] | None = None
+) -> Any:
+    """A new page on `base` with `init_scripts` (browser_js's probes) run first, its console errors
+    collected in `problems` and, given `frames`, the frames it sends counted there; back once the
+    socket is live."""
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    watch_console(page, problems)
+    if frames is not None:
+        watch_frames(page, frames)
+    for script in init_scripts:
+        await page.add_init_script(script)
+    await page.goto(base + "/")
+    await page.wait_for_selector(OPEN, timeout=15_000)
+    return page
+
+
 def microphone_args(wav: Path | None, *, grant: bool = True) -> list[str]:
     """Chromium flags for a fake microphone that plays `wav` (looping); `grant=False` leaves the
     permission to the browser's own prompt, which headless Chromium answers with a denial."""
@@ -171,3 +200,20 @@ def quiet_wav(directory: Path, seconds: float = 3.0) -> Path:
 def watch_console(page: Any, problems: list[str]) -> None:
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
+
+
+def watch_frames(page: Any, frames: Counter[str]) -> None:
+    """Counts what the page sends over its WebSockets as Chromium sees it on the wire: frames["text"]
+    and frames["binary"] (and the binary bytes in frames["bytes"])."""
+
+    def on_socket(ws: Any) -> None:
+        def sent(payload: str | bytes) -> None:
+            if isinstance(payload, bytes):
+                frames["binary"] += 1
+                frames["bytes"] += len(payload)
+            else:
+                frames["text"] += 1
+
+        ws.on("framesent", sent)
+
+    page.on("websocket", on_socket)
