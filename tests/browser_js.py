@@ -41,6 +41,8 @@ MAX_IN_PROGRESS_JS = """
 }
 """
 
+# How many JSON messages of one type the page sent over its socket (SOCKET_PROBE_JS logs them).
+SENT_JS = "(type) => window.__wsLog.filter(([d, m]) => d === 'out' && m.type === type).length"
 # True once the page has received `n` socket messages of one type.
 RECEIVED_JS = "([type, n]) => window.__wsLog.filter(([d, m]) => d === 'in' && m.type === type).length === n"
 

@@ -8,6 +8,7 @@ Needs Debian's /usr/bin/chromium and the `playwright` Python package (no Playwri
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import random
 import shutil
@@ -33,6 +34,7 @@ from PIL import Image as PILImage
 from capsearch.app import CaptionerFactory, create_app
 from capsearch.config import ServerSettings, Settings
 from capsearch.server import uvicorn_config
+from tests.browser_js import DROP_JS
 from tests.voicekit import make_speech_wav, read_wav, silence, wav_bytes
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -165,6 +167,12 @@ async def open_page(
     await page.goto(base + "/")
     await page.wait_for_selector(OPEN, timeout=15_000)
     return page
+
+
+async def drop_file(page: Any, name: str, data: bytes) -> None:
+    """Drops a file on the page the way a person drags one in (a real DataTransfer, drag events)."""
+    mime = "image/png" if name.endswith(".png") else "image/jpeg"
+    await page.evaluate(DROP_JS, [base64.b64encode(data).decode(), name, mime])
 
 
 def microphone_args(wav: Path | None, *, grant: bool = True) -> list[str]:

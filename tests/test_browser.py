@@ -7,7 +7,6 @@ to test-artifacts/.
 
 from __future__ import annotations
 
-import base64
 import random
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ import pytest
 from PIL import Image as PILImage
 
 from capsearch.config import UploadSettings
-from tests.browser_js import ALL_DONE_JS, DROP_JS, MAX_IN_PROGRESS_JS, RECEIVED_JS, SOCKET_PROBE_JS
-from tests.browserkit import ARTIFACTS, BROWSER, CHROMIUM, CHROMIUM_ARGS, noise_jpeg, real_photos
+from tests.browser_js import ALL_DONE_JS, MAX_IN_PROGRESS_JS, RECEIVED_JS, SOCKET_PROBE_JS
+from tests.browserkit import ARTIFACTS, BROWSER, CHROMIUM, CHROMIUM_ARGS, drop_file, noise_jpeg, real_photos
 
 pytestmark = BROWSER
 async_playwright: Any = pytest.importorskip(
@@ -46,11 +45,7 @@ async def test_drop_photos_watch_captions_and_reload(server: str, tmp_path: Path
 
             # Three through the file picker (the keyboard-usable path), one by real drag-and-drop.
             await page.set_input_files("#file-input", [str(p) for p in photos[:3]])
-            dropped = photos[3]
-            mime = "image/png" if dropped.suffix == ".png" else "image/jpeg"
-            await page.evaluate(
-                DROP_JS, [base64.b64encode(dropped.read_bytes()).decode(), dropped.name, mime]
-            )
+            await drop_file(page, photos[3].name, photos[3].read_bytes())
             await page.wait_for_function(ALL_DONE_JS, arg=4, timeout=60_000)
             names = await page.locator("#uploads .upload-name").all_inner_texts()
             assert sorted(names) == sorted(p.name for p in photos)
