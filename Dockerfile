@@ -3,11 +3,12 @@
 #   docker build --build-arg TORCH_INDEX=cu128 -t capsearch .    # CUDA 12.8 build of torch
 #   docker run -p 8000:8000 -v capsearch-models:/models_cache -v capsearch-data:/data capsearch
 
-# The page's JavaScript (htmx and its WebSocket extension) comes from npm, pinned by the lockfile.
+# The page's JavaScript (htmx, its WebSocket extension, hash-wasm) comes from npm, pinned by the
+# lockfile; the linter (devDependencies) stays out of the image.
 FROM node:20-slim AS web
 WORKDIR /web
 COPY web/package.json web/package-lock.json ./
-RUN npm ci --no-audit --no-fund
+RUN npm ci --omit=dev --no-audit --no-fund
 
 FROM python:3.11-slim
 ARG TORCH_INDEX=cpu

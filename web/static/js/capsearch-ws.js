@@ -74,7 +74,7 @@
   }
 
   htmx.defineExtension('capsearch-ws', {
-    transformResponse: function (text, xhr, elt) {
+    transformResponse: function (text, xhr) {
       if (typeof text !== 'string') return text;
       // Ordinary htmx responses (ws.js passes no xhr) pass through, but for removals of absent cards.
       if (xhr) {
@@ -86,7 +86,7 @@
       var msg;
       try {
         msg = JSON.parse(text);
-      } catch (e) {
+      } catch {
         return text;
       }
       if (!msg || typeof msg !== 'object' || typeof msg.type !== 'string') return '';

@@ -119,8 +119,8 @@
     var detail = null;
     try {
       detail = JSON.parse(e.detail.xhr.responseText).detail;
-    } catch (err) {
-      detail = null; // not JSON: a proxy's page, or nothing at all
+    } catch {
+      // Not JSON: a proxy's page, or nothing at all. The general sentence stands in.
     }
     toast(typeof detail === 'string' && detail
       ? detail
