@@ -307,7 +307,7 @@
         fail(u, 'The browser could not read ' + u.name + '.');
       });
     }, function (why) {
-      fail(u, 'The browser could not ' + (why === 'read' ? 'read ' : 'hash ') + u.name + '.');
+      if (u.state === 'starting') fail(u, 'The browser could not ' + (why === 'read' ? 'read ' : 'hash ') + u.name + '.');
     });
   }
 
