@@ -54,13 +54,23 @@ async def test_page_renders_drop_zone_limits_and_containers(client: httpx.AsyncC
     assert 'hx-ext="ws,capsearch-ws" ws-connect="/ws"' in html
     assert """<meta name="htmx-config" content='{"includeIndicatorStyles":false""" in html
     assert 'data-max-bytes="5242880"' in html
-    for src in (
-        "/static/vendor/htmx.min.js",
-        "/static/vendor/ws.js",
-        "/static/js/page.js",
-        "/static/js/upload.js",
-    ):
-        assert f'<script src="{src}" defer></script>' in html
+    scripts = [
+        f'<script src="{src}" defer></script>'
+        for src in (
+            "/static/vendor/htmx.min.js",
+            "/static/vendor/ws.js",
+            "/static/js/page.js",
+            "/static/js/upload-lookup.js",
+            "/static/js/upload-cards.js",
+            "/static/js/upload-sender.js",
+            "/static/js/upload.js",
+        )
+    ]
+    for tag in scripts:
+        assert tag in html
+    # Deferred scripts run in document order: each one after those it uses.
+    at = [html.index(tag) for tag in scripts]
+    assert at == sorted(at)
 
 
 async def test_page_sends_a_strict_csp_that_the_markup_obeys(client: httpx.AsyncClient) -> None:

@@ -1,5 +1,5 @@
 /*
- * capsearch hash worker: the SHA-256 of a File, off the page's main thread (upload.js).
+ * capsearch hash worker: the SHA-256 of a File, off the page's main thread (upload-lookup.js).
  *
  * In: {id, file}. Out: {id, sha256} (lowercase hex), or {id, error: 'read' | 'hash'}. Files are hashed
  * one after another, in the order asked, with hash-wasm's SHA-256 (WebAssembly, served from
