@@ -176,7 +176,10 @@ async def test_page_has_a_microphone_button_and_a_voice_panel(client: httpx.Asyn
     assert re.search(r'<p id="voice-transcript"[^>]*aria-live="polite"', html)
     assert re.search(r'<audio id="voice-audio"[^>]*controls', html)
     assert '<meter id="voice-level"' in html
-    assert '<script src="/static/js/voice.js" defer></script>' in html
+    names = ("voice-audio.js", "voice-panel.js", "voice.js")
+    voice = [f'<script src="/static/js/{name}" defer></script>' for name in names]
+    assert all(tag in html for tag in voice)
+    assert html.index(voice[0]) < html.index(voice[1]) < html.index(voice[2])
     # The AudioWorklet module is loaded by URL and must be a same-origin script (CSP script-src 'self').
     worklet = await client.get("/static/js/pcm-worklet.js")
     assert worklet.status_code == 200 and worklet.headers["content-type"].startswith("text/javascript")

@@ -1,5 +1,5 @@
 /*
- * pcm-capture: the AudioWorklet processor behind voice search (voice.js loads it with
+ * pcm-capture: the AudioWorklet processor behind voice search (voice-audio.js loads it with
  * audioWorklet.addModule; it must be a same-origin file: the page's CSP allows scripts from 'self' only).
  *
  * In: the microphone at the context's rate, any number of channels. Out (port messages):
