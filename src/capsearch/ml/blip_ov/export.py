@@ -6,8 +6,11 @@ Imported only to convert (it needs torch and the model's weights in memory); ser
   plus every decoder layer's cross-attention key/value projections, so those are computed once per
   image instead of once per generated token.
 - decoder: one greedy step. (input_ids [batch, 1], position_ids [1, 1], past_kv [layers, 2, batch,
-  heads, past, head_dim], cross_kv) -> (logits [batch, vocab] of the new position, present_kv with
-  the new position appended).
+  heads, past, head_dim], self_bias [1, past + 1], cross_kv) -> (logits [batch, vocab] of the new
+  position, present_kv with the new position appended). self_bias is added to the self-attention
+  scores (0 = attend). The first step gets one all-zero past slot, masked with -1e30, rather than an
+  empty past: OpenVINO 2026.4 computes wrong logits for a zero-length past once the graph has been
+  saved and read back (correct in memory), so the cache never has length 0.
 
 The step re-states BLIP's text layer math with the model's own submodules (same Linear/LayerNorm/GELU
 modules, same order of operations as transformers' BlipTextSelfAttention) instead of tracing
@@ -61,12 +64,19 @@ class _DecoderStep(nn.Module):
         self.head_dim = int(text.hidden_size) // self.heads
 
     def _attend(
-        self, attn: Any, hidden: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+        self,
+        attn: Any,
+        hidden: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         batch = hidden.shape[0]
         query = attn.query(hidden).view(batch, -1, self.heads, self.head_dim).transpose(1, 2)
         # Scores scaled after the matmul, as transformers does: the same rounding as the torch backend.
         scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(self.head_dim)
+        if bias is not None:
+            scores = scores + bias
         probs = torch.softmax(scores, dim=-1)
         context = torch.matmul(probs, value).permute(0, 2, 1, 3)
         return context.reshape(batch, -1, self.heads * self.head_dim)
@@ -76,6 +86,7 @@ class _DecoderStep(nn.Module):
         input_ids: torch.Tensor,
         position_ids: torch.Tensor,
         past_kv: torch.Tensor,
+        self_bias: torch.Tensor,
         cross_kv: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         emb = self.embeddings
@@ -88,8 +99,8 @@ class _DecoderStep(nn.Module):
             key = torch.cat([past_kv[i, 0], attn.key(hidden).view(shape).transpose(1, 2)], dim=2)
             value = torch.cat([past_kv[i, 1], attn.value(hidden).view(shape).transpose(1, 2)], dim=2)
             present.append(torch.stack([key, value]))
-            # One new position sees every earlier one: the causal mask is all zeros, so none is applied.
-            hidden = layer.attention.output(self._attend(attn, hidden, key, value), hidden)
+            # One new position sees every earlier one: the causal mask is zeros except the unused slot.
+            hidden = layer.attention.output(self._attend(attn, hidden, key, value, self_bias), hidden)
             cross = layer.crossattention
             hidden = cross.output(self._attend(cross.self, hidden, cross_kv[i, 0], cross_kv[i, 1]), hidden)
             hidden = layer.output(layer.intermediate(hidden), hidden)
@@ -127,6 +138,7 @@ def export_graphs(model: Any, out_dir: Path, *, int8: bool = False) -> dict[str,
     ids = torch.full((2, 1), int(text.bos_token_id), dtype=torch.long)
     position = torch.tensor([[1]], dtype=torch.long)
     past = torch.zeros(layers, 2, 2, heads, 1, head_dim)
+    bias = torch.tensor([[-1e30, 0.0]])
     cross = torch.zeros(layers, 2, 2, heads, patches, head_dim)
     kv_shape = ov.PartialShape([layers, 2, -1, heads, -1, head_dim])
     with torch.inference_mode(), warnings.catch_warnings():
@@ -140,11 +152,12 @@ def export_graphs(model: Any, out_dir: Path, *, int8: bool = False) -> dict[str,
         )
         decoder = ov.convert_model(
             _DecoderStep(model).eval(),
-            example_input=(ids, position, past, cross),
+            example_input=(ids, position, past, bias, cross),
             input=[
                 ("input_ids", ov.PartialShape([-1, 1]), ov.Type.i64),
                 ("position_ids", ov.PartialShape([1, 1]), ov.Type.i64),
                 ("past_kv", kv_shape, ov.Type.f32),
+                ("self_bias", ov.PartialShape([1, -1]), ov.Type.f32),
                 ("cross_kv", kv_shape, ov.Type.f32),
             ],
         )

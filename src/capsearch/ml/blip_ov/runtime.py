@@ -13,6 +13,8 @@ from capsearch.ml.blip_ov.cache import DECODER_XML, ENCODER_XML
 from capsearch.ml.blip_ov.decode import Step
 
 _MADV_DONTNEED = 4
+# exp(-1e30 - max) is exactly 0: the placeholder slot adds nothing to the softmax or the context.
+_MASKED = -1e30
 
 
 class Decoder:
@@ -26,15 +28,19 @@ class Decoder:
         request = self._request
         request.set_tensor("cross_kv", cross_kv)
         layers, _, _, heads, _, head_dim = cross_kv.get_shape()
-        past = np.zeros((layers, 2, batch, heads, 0, head_dim), dtype=np.float32)
+        # Slot 0 is a placeholder that self_bias masks out (see export.py: the past is never empty).
+        past = np.zeros((layers, 2, batch, heads, 1, head_dim), dtype=np.float32)
         position_ids = np.zeros((1, 1), dtype=np.int64)
 
         def step(input_ids: np.ndarray, position: int) -> np.ndarray:
             nonlocal past
             position_ids[0, 0] = position
+            bias = np.zeros((1, past.shape[4] + 1), dtype=np.float32)
+            bias[0, 0] = _MASKED
             request.set_tensor("input_ids", ov.Tensor(np.ascontiguousarray(input_ids, dtype=np.int64)))
             request.set_tensor("position_ids", ov.Tensor(position_ids))
             request.set_tensor("past_kv", ov.Tensor(past, shared_memory=True))
+            request.set_tensor("self_bias", ov.Tensor(bias))
             request.infer()
             # Copies: the request reuses its output buffers on the next call.
             past = request.get_tensor("present_kv").data.copy()

@@ -1,0 +1,267 @@
+"""The OpenVINO captioner: the same greedy tokens as the torch backend, and its conversion cache.
+
+Tiny random BLIPs only (a few seconds each conversion). The project's tiny BLIP captions every image
+alike (its vision tower is initialised at std 1e-10), so the token checks also use a copy whose
+vision tower and cross-attention are re-initialised: there the caption depends on the image.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from capsearch.bench.blip_fast import image_dependent
+from capsearch.errors import ModelUnavailableError
+from capsearch.ml.base import Model
+from capsearch.ml.blip_ov import OpenVinoBlipCaptioner, cache
+from capsearch.ml.blip_ov.decode import GreedyRules, greedy_decode
+from capsearch.ml.captioner import BlipCaptioner
+from capsearch.ml.tiny import build_tiny_blip, tiny_blip_in_memory
+from tests.conftest import photo_bytes
+
+pytest.importorskip("openvino")
+
+CONVERTING = "converting the captioner for OpenVINO"
+
+
+def _photos(count: int = 5) -> list[Image.Image]:
+    images = [Image.open(io.BytesIO(photo_bytes(seed))) for seed in range(count)]
+    images.append(Image.new("L", (50, 90), 128))  # not RGB: both backends convert it
+    return images
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_blip(tmp_path_factory.mktemp("blip-fast") / "tiny-blip")
+
+
+@pytest.fixture(scope="module")
+def varied_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model, processor = tiny_blip_in_memory()
+    image_dependent(model, std=0.5)
+    out = tmp_path_factory.mktemp("blip-fast") / "tiny-varied"
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def _pair(directory: Path, tokens: int = 12) -> tuple[BlipCaptioner, OpenVinoBlipCaptioner]:
+    reference = BlipCaptioner(str(directory), cache_dir=directory.parent, max_new_tokens=tokens)
+    fast = OpenVinoBlipCaptioner(str(directory), cache_dir=directory.parent, max_new_tokens=tokens)
+    reference.load()
+    fast.load()
+    return reference, fast
+
+
+def _torch_ids(captioner: BlipCaptioner, images: list[Image.Image], **kwargs: Any) -> np.ndarray:
+    pixels = captioner._processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
+    with torch.inference_mode():
+        out = captioner._model.generate(
+            pixel_values=pixels["pixel_values"],
+            max_new_tokens=captioner.max_new_tokens,
+            num_beams=1,
+            do_sample=False,
+            **kwargs,
+        )
+    return np.asarray(out.numpy())
+
+
+def _fast_ids(fast: OpenVinoBlipCaptioner, images: list[Image.Image]) -> np.ndarray:
+    pixels = fast._processor(images=[im.convert("RGB") for im in images], return_tensors="np")
+    return fast.generate_ids(pixels["pixel_values"])
+
+
+@pytest.mark.parametrize("which", ["tiny", "varied"])
+def test_same_token_ids_as_torch_one_by_one_and_batched(which: str, tiny_dir: Path, varied_dir: Path) -> None:
+    reference, fast = _pair(tiny_dir if which == "tiny" else varied_dir)
+    images = _photos()
+    expected = _torch_ids(reference, images)
+    if which == "varied":  # the check means something only if images get different captions
+        assert len({tuple(row) for row in expected}) >= 3
+    np.testing.assert_array_equal(_fast_ids(fast, images), expected)
+    for i, image in enumerate(images[:3]):
+        np.testing.assert_array_equal(_fast_ids(fast, [image]), _torch_ids(reference, [image]))
+        assert fast.predict([image]) == reference.predict([image]), i
+    assert fast.predict(images) == reference.predict(images)
+
+
+def test_rows_that_end_early_are_padded_like_generate(varied_dir: Path) -> None:
+    """With eos = a token that some rows emit early, finished rows get pad while others go on."""
+    reference, fast = _pair(varied_dir, tokens=10)
+    images = _photos()
+    free = _torch_ids(reference, images)
+    eos = int(free[0, 3])  # row 0 ends at its 3rd new token; rows without that token run to the end
+    assert any(eos not in row[1:] for row in free), "need a row that never emits the chosen eos"
+    text = reference._model.config.text_config
+    pixels = reference._processor(images=images, return_tensors="pt")["pixel_values"]
+    with torch.inference_mode():
+        embeds = reference._model.vision_model(pixel_values=pixels)[0]
+        expected = reference._model.text_decoder.generate(
+            input_ids=torch.full((len(images), 1), text.bos_token_id),
+            encoder_hidden_states=embeds,
+            eos_token_id=eos,
+            pad_token_id=text.pad_token_id,
+            max_new_tokens=10,
+            do_sample=False,
+            num_beams=1,
+        ).numpy()
+    assert fast._rules is not None
+    rules = GreedyRules(text.bos_token_id, eos, text.pad_token_id)
+    pixel_values = pixels.numpy()
+    step = fast._encoder.start(pixel_values, fast._decoder)
+    got = greedy_decode(step, len(images), rules, 10)
+    np.testing.assert_array_equal(got, expected)
+    assert (got == text.pad_token_id).any()
+
+
+def test_generation_rules_match_generate(varied_dir: Path) -> None:
+    """min_new_tokens, (begin_)suppress_tokens and repetition_penalty, as generate applies them."""
+    reference, fast = _pair(varied_dir, tokens=8)
+    images = _photos()[:4]
+    free = _torch_ids(reference, images)
+    settings: dict[str, Any] = {
+        "min_new_tokens": 6,
+        "suppress_tokens": [int(free[0, 2])],
+        "begin_suppress_tokens": [int(free[1, 1])],
+        "repetition_penalty": 1.5,
+    }
+    gen = reference._model.text_decoder.generation_config
+    for name, value in settings.items():
+        setattr(gen, name, value)
+    try:
+        expected = _torch_ids(reference, images)
+        rules = GreedyRules.from_model(reference._model)
+    finally:
+        for name in settings:
+            setattr(gen, name, None if name != "repetition_penalty" else 1.0)
+    assert not np.array_equal(expected, free)
+    assert rules.min_new_tokens == 6 and rules.repetition_penalty == 1.5
+    step = fast._encoder.start(
+        fast._processor(images=images, return_tensors="np")["pixel_values"], fast._decoder
+    )
+    np.testing.assert_array_equal(greedy_decode(step, len(images), rules, 8), expected)
+
+
+def test_model_contract(tiny_dir: Path) -> None:
+    fast = OpenVinoBlipCaptioner(str(tiny_dir), cache_dir=tiny_dir.parent, max_new_tokens=5)
+    assert isinstance(fast, Model)
+    assert fast.name == "captioner" and fast.model_id == str(tiny_dir)
+    with pytest.raises(RuntimeError, match="load"):
+        fast.predict(_photos(1))
+    fast.load()
+    assert fast.predict([]) == []
+    images = _photos(3)
+    captions = fast.predict(images)
+    assert len(captions) == len(images) and all(isinstance(c, str) and c for c in captions)
+    fast.close()
+    assert not fast.loaded
+
+
+def test_missing_checkpoint_is_model_unavailable(tmp_path: Path) -> None:
+    fast = OpenVinoBlipCaptioner(str(tmp_path / "nothing-here"), cache_dir=tmp_path)
+    with pytest.raises(ModelUnavailableError, match="capsearch models download"):
+        fast.load()
+
+
+# ---- the conversion cache ----------------------------------------------------------------------
+
+
+def _conversions(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(CONVERTING in r.getMessage() for r in caplog.records)
+
+
+@pytest.fixture
+def own_tiny(tmp_path: Path) -> Path:
+    """A checkpoint of this test's own (the cache tests change it)."""
+    return build_tiny_blip(tmp_path / "models" / "tiny-blip")
+
+
+def _load(directory: Path, **kwargs: Any) -> OpenVinoBlipCaptioner:
+    fast = OpenVinoBlipCaptioner(str(directory), cache_dir=directory.parent, max_new_tokens=4, **kwargs)
+    fast.load()
+    return fast
+
+
+def test_converts_once_then_reuses_the_cache(own_tiny: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="capsearch.ml.blip_ov")
+    first = _load(own_tiny)
+    assert _conversions(caplog) == 1
+    converted = first.converted_dir()
+    assert converted.parent == own_tiny.parent / "converted" / "blip-openvino"
+    assert sorted(p.name for p in converted.iterdir()) == [
+        "decoder.bin", "decoder.xml", "encoder.bin", "encoder.xml", "meta.json"
+    ]  # fmt: skip
+    stamp = (converted / "meta.json").stat().st_mtime_ns
+    second = _load(own_tiny)
+    assert _conversions(caplog) == 1
+    assert second.convert() == converted and (converted / "meta.json").stat().st_mtime_ns == stamp
+    assert second.predict(_photos(2)) == first.predict(_photos(2))
+    # Only the published directory and its lock file: no temporary directories left behind.
+    assert sorted(p.name for p in converted.parent.iterdir()) == [f".{converted.name}.lock", converted.name]
+
+
+def test_a_changed_checkpoint_converts_again(own_tiny: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="capsearch.ml.blip_ov")
+    old = _load(own_tiny).converted_dir()
+    weights = own_tiny / "model.safetensors"
+    later = weights.stat().st_mtime_ns + 5_000_000_000
+    os.utime(weights, ns=(later, later))
+    new = _load(own_tiny).converted_dir()
+    assert new != old and _conversions(caplog) == 2
+    assert not old.exists()  # superseded conversions are removed, not left to fill the disk
+    config = own_tiny / "config.json"
+    config.write_text(config.read_text().replace('"layer_norm_eps": 1e-12', '"layer_norm_eps": 1e-11'))
+    assert _load(own_tiny).converted_dir() != new and _conversions(caplog) == 3
+
+
+def test_a_new_library_version_converts_again(
+    own_tiny: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, logger="capsearch.ml.blip_ov")
+    before = _load(own_tiny).converted_dir()
+    real = cache.metadata.version
+    monkeypatch.setattr(
+        cache.metadata, "version", lambda name: "9999.0" if name == "openvino" else real(name)
+    )
+    after = _load(own_tiny).converted_dir()
+    assert after != before and _conversions(caplog) == 2
+    # int8 weights are a different conversion again.
+    assert _load(own_tiny, int8=True).converted_dir() != after
+
+
+def test_a_partial_conversion_is_ignored_and_cleaned_up(
+    own_tiny: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, logger="capsearch.ml.blip_ov")
+    fast = OpenVinoBlipCaptioner(str(own_tiny), cache_dir=own_tiny.parent, max_new_tokens=4)
+    target = fast.converted_dir()
+    # A crash mid-conversion: the exporter dies after writing part of its output.
+    real_export = OpenVinoBlipCaptioner._export
+
+    def crash(self: OpenVinoBlipCaptioner, out_dir: Path) -> None:
+        (out_dir / "encoder.xml").write_text("<half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(OpenVinoBlipCaptioner, "_export", crash)
+    with pytest.raises(KeyboardInterrupt):
+        fast.load()
+    assert not target.exists()
+    # Leftovers a killed process would leave (no `finally` runs on SIGKILL): a temporary directory and
+    # a target without meta.json. Neither is read; the next conversion replaces both.
+    stale = target.parent / f".{target.name}.tmp-99999-abc"
+    stale.mkdir(parents=True)
+    (stale / "encoder.xml").write_text("<half")
+    target.mkdir()
+    (target / "encoder.xml").write_text("<half")
+    monkeypatch.setattr(OpenVinoBlipCaptioner, "_export", real_export)
+    fast.load()
+    assert _conversions(caplog) == 2 and not stale.exists()
+    assert fast.predict(_photos(1))
