@@ -6,8 +6,11 @@ Imported only to convert (it needs torch and the model's weights in memory); ser
   plus every decoder layer's cross-attention key/value projections, so those are computed once per
   image instead of once per generated token.
 - decoder: one greedy step. (input_ids [batch, 1], position_ids [1, 1], past_kv [layers, 2, batch,
-  heads, past, head_dim], self_bias [1, past + 1], cross_kv) -> (logits [batch, vocab] of the new
-  position, present_kv with the new position appended). self_bias is added to the self-attention
+  heads, past, head_dim], self_bias [1, past + 1], cross_k_0, cross_v_0, ... [batch, heads, patches,
+  head_dim] per layer) -> (logits [batch, vocab] of the new position, present_kv with the new
+  position appended). The cross keys/values come in per layer (views into the encoder's output),
+  not as one tensor: slicing one input inside the graph made the CPU plugin copy all of it on
+  every step (42 MB per image per token). self_bias is added to the self-attention
   scores (0 = attend). The first step gets one all-zero past slot, masked with -1e30, rather than an
   empty past: OpenVINO 2026.4 computes wrong logits for a zero-length past once the graph has been
   saved and read back (correct in memory), so the cache never has length 0.
@@ -87,7 +90,7 @@ class _DecoderStep(nn.Module):
         position_ids: torch.Tensor,
         past_kv: torch.Tensor,
         self_bias: torch.Tensor,
-        cross_kv: torch.Tensor,
+        *cross_kv: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         emb = self.embeddings
         hidden = emb.LayerNorm(emb.word_embeddings(input_ids) + emb.position_embeddings(position_ids))
@@ -102,7 +105,8 @@ class _DecoderStep(nn.Module):
             # One new position sees every earlier one: the causal mask is zeros except the unused slot.
             hidden = layer.attention.output(self._attend(attn, hidden, key, value, self_bias), hidden)
             cross = layer.crossattention
-            hidden = cross.output(self._attend(cross.self, hidden, cross_kv[i, 0], cross_kv[i, 1]), hidden)
+            keys, values = cross_kv[2 * i], cross_kv[2 * i + 1]
+            hidden = cross.output(self._attend(cross.self, hidden, keys, values), hidden)
             hidden = layer.output(layer.intermediate(hidden), hidden)
         return self.head(hidden[:, -1, :]), torch.stack(present)
 
@@ -139,7 +143,7 @@ def export_graphs(model: Any, out_dir: Path, *, int8: bool = False) -> dict[str,
     position = torch.tensor([[1]], dtype=torch.long)
     past = torch.zeros(layers, 2, 2, heads, 1, head_dim)
     bias = torch.tensor([[-1e30, 0.0]])
-    cross = torch.zeros(layers, 2, 2, heads, patches, head_dim)
+    cross = [torch.zeros(2, heads, patches, head_dim) for _ in range(2 * layers)]
     kv_shape = ov.PartialShape([layers, 2, -1, heads, -1, head_dim])
     with torch.inference_mode(), warnings.catch_warnings():
         # Tracing touches deprecated transformers properties; their warnings are noise here (and
@@ -150,17 +154,25 @@ def export_graphs(model: Any, out_dir: Path, *, int8: bool = False) -> dict[str,
             example_input=(pixels,),
             input=[("pixel_values", ov.PartialShape([-1, 3, size, size]), ov.Type.f32)],
         )
+        inputs = [
+            ("input_ids", ov.PartialShape([-1, 1]), ov.Type.i64),
+            ("position_ids", ov.PartialShape([1, 1]), ov.Type.i64),
+            ("past_kv", kv_shape, ov.Type.f32),
+            ("self_bias", ov.PartialShape([1, -1]), ov.Type.f32),
+            *(
+                (f"cross_{kind}_{i}", ov.PartialShape([-1, heads, -1, head_dim]), ov.Type.f32)
+                for i in range(layers)
+                for kind in ("k", "v")
+            ),
+        ]
+        # Shapes by position, names set after: the traced *cross_kv arguments have no names to match.
         decoder = ov.convert_model(
             _DecoderStep(model).eval(),
-            example_input=(ids, position, past, bias, cross),
-            input=[
-                ("input_ids", ov.PartialShape([-1, 1]), ov.Type.i64),
-                ("position_ids", ov.PartialShape([1, 1]), ov.Type.i64),
-                ("past_kv", kv_shape, ov.Type.f32),
-                ("self_bias", ov.PartialShape([1, -1]), ov.Type.f32),
-                ("cross_kv", kv_shape, ov.Type.f32),
-            ],
+            example_input=(ids, position, past, bias, *cross),
+            input=[(shape, kind) for _, shape, kind in inputs],
         )
+    for port, (name, _, _) in zip(decoder.inputs, inputs, strict=True):
+        port.get_tensor().set_names({name})
     encoder.outputs[0].get_tensor().set_names({"cross_kv"})
     decoder.outputs[0].get_tensor().set_names({"logits"})
     decoder.outputs[1].get_tensor().set_names({"present_kv"})

@@ -20,14 +20,18 @@ _MASKED = -1e30
 class Decoder:
     def __init__(self, compiled: Any) -> None:
         self._request = compiled.create_infer_request()
+        self._cross: np.ndarray | None = None
 
-    def bind(self, cross_kv: Any, batch: int) -> Step:
-        """A step function for one batch; `cross_kv` (the encoder's output tensor) is read, not copied."""
+    def bind(self, cross_kv: np.ndarray) -> Step:
+        """A step function for one batch; `cross_kv` is read in place by every step, never copied."""
         import openvino as ov
 
         request = self._request
-        request.set_tensor("cross_kv", cross_kv)
-        layers, _, _, heads, _, head_dim = cross_kv.get_shape()
+        self._cross = cross_kv  # the request reads this memory: keep it alive while the batch decodes
+        layers, _, batch, heads, _, head_dim = cross_kv.shape
+        for i in range(layers):  # contiguous views, shared with the request: no copies
+            request.set_tensor(f"cross_k_{i}", ov.Tensor(cross_kv[i, 0], shared_memory=True))
+            request.set_tensor(f"cross_v_{i}", ov.Tensor(cross_kv[i, 1], shared_memory=True))
         # Slot 0 is a placeholder that self_bias masks out (see export.py: the past is never empty).
         past = np.zeros((layers, 2, batch, heads, 1, head_dim), dtype=np.float32)
         position_ids = np.zeros((1, 1), dtype=np.int64)
@@ -51,15 +55,27 @@ class Decoder:
 
 
 class Encoder:
+    """The vision graph, compiled for one image: batching gains nothing in this compute-bound part on
+    a CPU, and a batch-8 graph would hold ~1 GB more of intermediate buffers."""
+
     def __init__(self, compiled: Any) -> None:
         self._request = compiled.create_infer_request()
 
     def start(self, pixel_values: np.ndarray, decoder: Decoder) -> Step:
         import openvino as ov
 
-        self._request.set_tensor("pixel_values", ov.Tensor(pixel_values, shared_memory=True))
-        self._request.infer()
-        return decoder.bind(self._request.get_tensor("cross_kv"), pixel_values.shape[0])
+        cross: np.ndarray | None = None
+        for i in range(pixel_values.shape[0]):
+            self._request.set_tensor("pixel_values", ov.Tensor(pixel_values[i : i + 1].copy()))
+            self._request.infer()
+            one = self._request.get_tensor("cross_kv").data
+            if cross is None:
+                shape = list(one.shape)
+                shape[2] = pixel_values.shape[0]
+                cross = np.empty(shape, dtype=np.float32)
+            cross[:, :, i] = one[:, :, 0]
+        assert cross is not None
+        return decoder.bind(cross)
 
 
 def _config(num_threads: int | None, performance_hint: str) -> dict[str, Any]:
@@ -107,7 +123,11 @@ def compile_graphs(
     core = ov.Core()
     config = _config(num_threads, performance_hint)
     # One graph at a time, dropping its mapped copy before the next: the peak stays near one copy.
-    encoder = core.compile_model(str(directory / ENCODER_XML), "CPU", config)
+    vision = core.read_model(str(directory / ENCODER_XML))
+    size = vision.input(0).get_partial_shape()[2].get_length()
+    vision.reshape({"pixel_values": [1, 3, size, size]})  # static shapes: planned buffers, no resizing
+    encoder = core.compile_model(vision, "CPU", config)
+    del vision
     _drop_mapped_weights(directory)
     decoder = core.compile_model(str(directory / DECODER_XML), "CPU", config)
     _drop_mapped_weights(directory)
