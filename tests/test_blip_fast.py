@@ -55,7 +55,9 @@ def varied_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _pair(directory: Path, tokens: int = 12) -> tuple[BlipCaptioner, OpenVinoBlipCaptioner]:
     reference = BlipCaptioner(str(directory), cache_dir=directory.parent, max_new_tokens=tokens)
-    fast = OpenVinoBlipCaptioner(str(directory), cache_dir=directory.parent, max_new_tokens=tokens)
+    fast = OpenVinoBlipCaptioner(
+        str(directory), cache_dir=directory.parent, max_new_tokens=tokens, convert_in_subprocess=False
+    )
     reference.load()
     fast.load()
     return reference, fast
@@ -185,6 +187,8 @@ def own_tiny(tmp_path: Path) -> Path:
 
 
 def _load(directory: Path, **kwargs: Any) -> OpenVinoBlipCaptioner:
+    # In-process conversions: a child process would add ~8 s of imports to each of these tests.
+    kwargs.setdefault("convert_in_subprocess", False)
     fast = OpenVinoBlipCaptioner(str(directory), cache_dir=directory.parent, max_new_tokens=4, **kwargs)
     fast.load()
     return fast
@@ -192,7 +196,7 @@ def _load(directory: Path, **kwargs: Any) -> OpenVinoBlipCaptioner:
 
 def test_converts_once_then_reuses_the_cache(own_tiny: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="capsearch.ml.blip_ov")
-    first = _load(own_tiny)
+    first = _load(own_tiny, convert_in_subprocess=True)  # the default: a child process converts
     assert _conversions(caplog) == 1
     converted = first.converted_dir()
     assert converted.parent == own_tiny.parent / "converted" / "blip-openvino"
@@ -241,7 +245,9 @@ def test_a_partial_conversion_is_ignored_and_cleaned_up(
     own_tiny: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caplog.set_level(logging.INFO, logger="capsearch.ml.blip_ov")
-    fast = OpenVinoBlipCaptioner(str(own_tiny), cache_dir=own_tiny.parent, max_new_tokens=4)
+    fast = OpenVinoBlipCaptioner(
+        str(own_tiny), cache_dir=own_tiny.parent, max_new_tokens=4, convert_in_subprocess=False
+    )
     target = fast.converted_dir()
     # A crash mid-conversion: the exporter dies after writing part of its output.
     real_export = OpenVinoBlipCaptioner._export

@@ -10,8 +10,11 @@ quality.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 
 # Measured on a 2-core CPU: BLIP base (224M parameters, 0.9 GB of weights) converts in ~60 s.
 _CONVERT_S_PER_GB = 65.0
+_UNAVAILABLE_EXIT = 3
 
 
 class OpenVinoBlipCaptioner:
@@ -49,6 +53,7 @@ class OpenVinoBlipCaptioner:
         int8: bool = False,
         num_threads: int | None = None,
         performance_hint: str = "LATENCY",
+        convert_in_subprocess: bool = True,
     ) -> None:
         # Nothing heavy here: the app builds models at startup and loads them off the event loop.
         self.model_id = model_id
@@ -57,6 +62,9 @@ class OpenVinoBlipCaptioner:
         self.int8 = int8
         self.num_threads = num_threads
         self.performance_hint = performance_hint
+        # A conversion loads the torch weights; in-process, the allocator keeps ~0.75 GB of them after
+        # they are freed, for as long as the server runs. A child process returns it all on exit.
+        self.convert_in_subprocess = convert_in_subprocess
         self._encoder: Any = None
         self._decoder: Any = None
         self._processor: Any = None
@@ -104,11 +112,23 @@ class OpenVinoBlipCaptioner:
         def build(tmp: Path) -> None:
             log.info("converting the captioner for OpenVINO (one time, ~%.0f s)…", estimate)
             started = time.monotonic()
-            self._export(tmp)
+            if self.convert_in_subprocess:
+                self._export_in_child(tmp)
+            else:
+                self._export(tmp)
             log.info("converted the captioner in %.0f s: %s", time.monotonic() - started, target)
 
         cache.publish(target, build)
         return target
+
+    def _export_in_child(self, out_dir: Path) -> None:
+        command = [sys.executable, "-m", "capsearch.ml.blip_ov.captioner", self.model_id]
+        command += [str(self.cache_dir), str(out_dir), "int8" if self.int8 else "fp32"]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode == _UNAVAILABLE_EXIT:
+            raise ModelUnavailableError(done.stdout.strip())
+        if done.returncode != 0:
+            raise RuntimeError(f"converting the captioner failed: {done.stderr.strip()[-2000:]}")
 
     def _export(self, out_dir: Path) -> None:
         # torch and the weights are needed only here; a cached start never imports this module.
@@ -125,7 +145,13 @@ class OpenVinoBlipCaptioner:
                 f"The {self.name} model '{self.model_id}' could not be loaded ({exc}). Fix: {self.fix}"
             ) from exc
         rules = GreedyRules.from_model(model)
-        dims = export_graphs(model, out_dir, int8=self.int8)
+        try:
+            dims = export_graphs(model, out_dir, int8=self.int8)
+        finally:
+            # The traced graphs and transformers keep reference cycles to the ~0.9 GB of torch weights;
+            # collect them now, not at some later GC pass, so serving does not start with two copies.
+            del model
+            gc.collect()
         meta = {"format": cache.GRAPH_FORMAT, "model_id": self.model_id, "int8": self.int8}
         meta |= {"dims": dims, "rules": rules.to_json()}
         # Written last: a directory with meta.json is a finished conversion.
@@ -185,3 +211,19 @@ class OpenVinoBlipCaptioner:
         self._decoder = None
         self._processor = None
         self._rules = None
+
+
+def _convert_main(argv: list[str]) -> int:
+    """`python -m capsearch.ml.blip_ov.captioner MODEL_ID CACHE_DIR OUT_DIR fp32|int8`: one conversion."""
+    model_id, cache_dir, out_dir, variant = argv
+    captioner = OpenVinoBlipCaptioner(model_id, cache_dir=Path(cache_dir), int8=variant == "int8")
+    try:
+        captioner._export(Path(out_dir))
+    except ModelUnavailableError as exc:
+        print(exc.message)
+        return _UNAVAILABLE_EXIT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_convert_main(sys.argv[1:]))
