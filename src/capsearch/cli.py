@@ -70,8 +70,8 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
             done = download_profile(settings.models, profile)
         except ModelUnavailableError as e:
             return _fail(str(e))
-        for spec, where in done:
-            print(f"{spec.role:<12} {spec.model_id}  →  {where}")
+        for what, spec, where in done:
+            print(f"{what:<12} {spec.model_id}  →  {where}")
         return 0
     rows = list_models(settings.models)
     cols = ["profile", "role", "id", "cached"]
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="print benchmark tables (see docs/benchmarks.md)")
     b.add_argument("--quick", action="store_true", help="tiny profile only, fewer requests")
     b.add_argument(
-        "--only", choices=["captioner", "uploads", "search", "voice", "feed"], help="run one group"
+        "--only", choices=["captioner", "models", "uploads", "search", "voice", "feed"], help="run one group"
     )
     b.set_defaults(func=cmd_bench)
     return p

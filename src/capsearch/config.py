@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ModelProfile = Literal["default", "tiny"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 DTypeName = Literal["auto", "float32", "float16", "bfloat16"]
+CaptionerBackend = Literal["auto", "torch", "openvino"]
 
 DEFAULT_CAPTIONER_ID = "Salesforce/blip-image-captioning-base"
 DEFAULT_EMBEDDER_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -44,6 +45,12 @@ class ModelSettings(BaseModel):
     device: DeviceName = "auto"
     dtype: DTypeName = "auto"
     caption_max_tokens: int = Field(30, ge=1, le=200)
+    # The captioner's engine. "auto": OpenVINO on a CPU (converted once from the checkpoint and cached
+    # beside it; ~2.5x torch there), torch elsewhere (float16 on CUDA). "torch" / "openvino" choose.
+    captioner_backend: CaptionerBackend = "auto"
+    # OpenVINO only: int8 weights (NNCF weight compression). Faster and smaller, but unverified for
+    # caption quality (README "Models").
+    captioner_int8: bool = False
     embedder_id: str | None = None
     # Longer texts are truncated; captions are a sentence, MiniLM was trained on up to 256 tokens.
     embed_max_tokens: int = Field(256, ge=8, le=512)

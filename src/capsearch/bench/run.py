@@ -77,6 +77,14 @@ def run_benchmarks(settings: Settings, *, quick: bool = False, only: str | None 
         tables += _captioner_tables(quick)
     if only in (None, "search"):
         tables += _search_tables(quick)
+    if only in (None, "models"):
+        from capsearch.bench.models import bench_models
+
+        rows, note = bench_models(quick=quick)
+        tables.append(
+            "Captioner backends (BLIP-base-size random model, float32 unless int8; per-image times at each "
+            "batch size)\n" + format_table(rows) + "\n" + note
+        )
     if only in (None, "uploads"):
         from capsearch.bench.uploads import bench_uploads
 

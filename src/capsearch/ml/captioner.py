@@ -10,10 +10,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
+from capsearch.ml.blip_sdpa import use_sdpa
 from capsearch.ml.pretrained import PretrainedModel
 
 # BLIP base was trained on web captions full of the mangled word "arafed"/"araffe" (from "a raffed"),
@@ -63,6 +65,7 @@ class BlipCaptioner(PretrainedModel):
         )
         captioner._processor = processor
         captioner._model = model.to(device=device, dtype=dtype).eval()
+        use_sdpa(captioner._model)
         return captioner
 
     def load(self) -> None:
@@ -71,24 +74,37 @@ class BlipCaptioner(PretrainedModel):
         processor, model = self._load_local(BlipProcessor, BlipForConditionalGeneration, dtype=self.dtype)
         self._processor = processor
         self._model = model.to(self.device).eval()
+        use_sdpa(self._model)
+
+    def pixel_values(self, images: list[Image.Image]) -> np.ndarray:
+        """The processor's input for these images: resized, normalised, [batch, 3, H, W] float32."""
+        rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+        values: np.ndarray = self._processor(images=rgb, return_tensors="np")["pixel_values"]
+        return values
+
+    def generate_ids(self, pixel_values: np.ndarray) -> np.ndarray:
+        """Greedy token ids [batch, 1 + n], the prompt ([DEC]) first."""
+        if self._model is None:
+            raise RuntimeError("BlipCaptioner.predict() called before load()")
+        with torch.inference_mode():
+            pixels = torch.from_numpy(pixel_values).to(self.device, dtype=self.dtype)
+            # Greedy decoding: deterministic, and beams would multiply the cost on a CPU.
+            output_ids = self._model.generate(
+                pixel_values=pixels,
+                max_new_tokens=self.max_new_tokens,
+                num_beams=1,
+                do_sample=False,
+            )
+        ids: np.ndarray = output_ids.cpu().numpy()
+        return ids
 
     def predict(self, batch: list[Image.Image]) -> list[str]:
         if not batch:
             return []
         if self._model is None:
             raise RuntimeError("BlipCaptioner.predict() called before load()")
-        images = [im if im.mode == "RGB" else im.convert("RGB") for im in batch]
-        with torch.inference_mode():
-            inputs = self._processor(images=images, return_tensors="pt")
-            pixel_values = inputs["pixel_values"].to(self.device, dtype=self.dtype)
-            # Greedy decoding: deterministic, and beams would multiply the cost on a CPU.
-            output_ids = self._model.generate(
-                pixel_values=pixel_values,
-                max_new_tokens=self.max_new_tokens,
-                num_beams=1,
-                do_sample=False,
-            )
-        texts: list[str] = self._processor.batch_decode(output_ids, skip_special_tokens=True)
+        ids = self.generate_ids(self.pixel_values(batch))
+        texts: list[str] = self._processor.batch_decode(ids, skip_special_tokens=True)
         captions = [tidy_caption(t) for t in texts]
         if len(captions) != len(batch):  # generate() returns one row per image; guard the contract anyway
             raise RuntimeError(f"captioner returned {len(captions)} captions for {len(batch)} images")

@@ -9,16 +9,32 @@ from capsearch.config import ModelProfile, ModelSettings
 from capsearch.ml.registry import PROFILES, ModelSpec, ensure_available, local_dir, profile_specs
 
 
-def download_profile(settings: ModelSettings, profile: ModelProfile) -> list[tuple[ModelSpec, str]]:
-    """Fetch (or build) every model of `profile`; returns each spec with its local directory.
+def download_profile(settings: ModelSettings, profile: ModelProfile) -> list[tuple[str, ModelSpec, str]]:
+    """Fetch (or build) every model of `profile`, and convert the captioner where its backend needs it;
+    returns (what, spec, local directory) for each.
 
     An explicit command, so it downloads even when `allow_download` is off for the running app.
     """
     done = []
     for spec in profile_specs(settings, profile):
         ensure_available(spec, settings, download=True)
-        done.append((spec, str(local_dir(spec, settings))))
+        done.append((spec.role, spec, str(local_dir(spec, settings))))
+        if spec.role == "captioner" and _converts(settings):
+            # Converted now rather than on the server's first start (a minute for BLIP base).
+            from capsearch.ml.blip_ov import OpenVinoBlipCaptioner
+
+            captioner = OpenVinoBlipCaptioner(
+                spec.model_id, cache_dir=settings.cache_dir, int8=settings.captioner_int8
+            )
+            done.append(("  openvino", spec, str(captioner.convert())))
     return done
+
+
+def _converts(settings: ModelSettings) -> bool:
+    from capsearch.ml.device import resolve_device
+    from capsearch.ml.factory import captioner_backend
+
+    return captioner_backend(settings, resolve_device(settings.device)) == "openvino"
 
 
 def _dir_size(path: Path) -> int:

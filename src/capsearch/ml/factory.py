@@ -12,6 +12,7 @@ from capsearch.config import ModelSettings, Settings
 from capsearch.ml.registry import ModelSpec, ensure_available, spec_for
 
 if TYPE_CHECKING:
+    from capsearch.ml.blip_ov import OpenVinoBlipCaptioner
     from capsearch.ml.captioner import BlipCaptioner
     from capsearch.ml.embedder import TextEmbedder
     from capsearch.ml.transcriber import WhisperTranscriber
@@ -25,13 +26,30 @@ def _ready(models: ModelSettings, role: str) -> ModelSpec:
     return spec
 
 
-def build_captioner(settings: Settings) -> BlipCaptioner:
+def captioner_backend(models: ModelSettings, device: str) -> str:
+    """ "torch" or "openvino": what `captioner_backend` means on this device ("auto": OpenVINO on a
+    CPU, where it is ~2.5x faster; torch on a GPU, where float16 kernels are its strength)."""
+    if models.captioner_backend != "auto":
+        return models.captioner_backend
+    return "openvino" if device == "cpu" else "torch"
+
+
+def build_captioner(settings: Settings) -> BlipCaptioner | OpenVinoBlipCaptioner:
     from capsearch.ml.captioner import BlipCaptioner
     from capsearch.ml.device import resolve_device, resolve_dtype
 
     models = settings.models
     spec = _ready(models, "captioner")
     device = resolve_device(models.device)
+    if captioner_backend(models, device) == "openvino":
+        from capsearch.ml.blip_ov import OpenVinoBlipCaptioner
+
+        return OpenVinoBlipCaptioner(
+            spec.model_id,
+            cache_dir=models.cache_dir,
+            max_new_tokens=models.caption_max_tokens,
+            int8=models.captioner_int8,
+        )
     return BlipCaptioner(
         spec.model_id,
         cache_dir=models.cache_dir,
