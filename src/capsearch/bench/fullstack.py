@@ -72,12 +72,23 @@ def _jpegs(count: int) -> list[bytes]:
     return out
 
 
-def _serve_main(settings_json: str, profile: BenchProfile, max_new_tokens: int, conn: Connection) -> None:
+def _serve_main(
+    settings_json: str, profile: BenchProfile, max_new_tokens: int, conn: Connection, openvino: str | None
+) -> None:
     """Child process: the server and its loop-lag monitor, away from the load generator's GIL."""
     from capsearch.app import create_app
 
     settings = Settings.model_validate_json(settings_json)
-    captioner = bench_captioner(profile, max_new_tokens)
+    captioner: Any
+    if openvino is None:
+        captioner = bench_captioner(profile, max_new_tokens)
+    else:  # a checkpoint on disk, already converted into the cache beside it
+        from capsearch.ml.blip_ov import OpenVinoBlipCaptioner
+
+        checkpoint = Path(openvino)
+        captioner = OpenVinoBlipCaptioner(
+            str(checkpoint), cache_dir=checkpoint.parent / "cache", max_new_tokens=max_new_tokens
+        )
     app = create_app(settings, captioner_factory=lambda _s: captioner)
     config = uvicorn_config(app, settings.server, host="127.0.0.1", port=0, log_level="warning")
     server = uvicorn.Server(config)
@@ -141,9 +152,11 @@ class BenchServer:
 
 @contextmanager
 def bench_server(
-    profile: BenchProfile, batch: BatchSettings, *, max_new_tokens: int = 20
+    profile: BenchProfile, batch: BatchSettings, *, max_new_tokens: int = 20, openvino: Path | None = None
 ) -> Iterator[BenchServer]:
-    """A real server in a child process over a throw-away database and store."""
+    """A real server in a child process over a throw-away database and store; its captioner is the
+    profile's torch model, or the OpenVINO one of `openvino` (a checkpoint converted into the "cache"
+    directory beside it)."""
     with tempfile.TemporaryDirectory(prefix="capsearch-bench-") as tmp:
         root = Path(tmp)
         settings = Settings(
@@ -160,7 +173,14 @@ def bench_server(
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         proc = ctx.Process(
-            target=_serve_main, args=(settings.model_dump_json(), profile, max_new_tokens, child)
+            target=_serve_main,
+            args=(
+                settings.model_dump_json(),
+                profile,
+                max_new_tokens,
+                child,
+                str(openvino) if openvino else None,
+            ),
         )
         proc.start()
         try:
@@ -182,16 +202,17 @@ def bench_full_stack(
     requests: int,
     concurrency: int = 32,
     max_new_tokens: int = 20,
+    openvino: Path | None = None,
 ) -> dict[str, Any]:
     batch = BatchSettings(max_batch_size=max_batch_size, max_wait_ms=20, queue_limit=1024)
-    with bench_server(profile, batch, max_new_tokens=max_new_tokens) as server:
+    with bench_server(profile, batch, max_new_tokens=max_new_tokens, openvino=openvino) as server:
         # One warm-up request so one-off costs (first forward pass) stay out of the timing.
         asyncio.run(_clients(server.port, _jpegs(1), 1))
         server.control.send("reset")
         seconds = asyncio.run(_clients(server.port, _jpegs(requests + 1)[1:], concurrency))
         lag = server.lag_p99_ms()
     return {
-        "model": profile,
+        "model": profile if openvino is None else f"{profile} (openvino)",
         "max_batch_size": max_batch_size,
         "clients": concurrency,
         "requests": requests,

@@ -182,6 +182,12 @@ class OpenVinoBlipCaptioner:
         self._dims = {k: int(v) for k, v in meta["dims"].items()}
         self._encoder, self._decoder = encoder, decoder
 
+    def pixel_values(self, images: list[Image.Image]) -> np.ndarray:
+        """The processor's input for these images: resized, normalised, [batch, 3, H, W] float32."""
+        rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+        values: np.ndarray = self._processor(images=rgb, return_tensors="np")["pixel_values"]
+        return values
+
     def generate_ids(self, pixel_values: np.ndarray) -> np.ndarray:
         """Greedy token ids [batch, 1 + n] for preprocessed images, as the torch backend's `generate`."""
         if self._rules is None:
@@ -197,9 +203,7 @@ class OpenVinoBlipCaptioner:
             return []
         if self._processor is None:
             raise RuntimeError("OpenVinoBlipCaptioner.predict() called before load()")
-        images = [im if im.mode == "RGB" else im.convert("RGB") for im in batch]
-        pixel_values = self._processor(images=images, return_tensors="np")["pixel_values"]
-        ids = self.generate_ids(pixel_values)
+        ids = self.generate_ids(self.pixel_values(batch))
         texts: list[str] = self._processor.batch_decode(ids, skip_special_tokens=True)
         captions = [tidy_caption(t) for t in texts]
         if len(captions) != len(batch):
