@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +79,8 @@ def _torch_ids(captioner: BlipCaptioner, images: list[Image.Image], **kwargs: An
 
 
 def _fast_ids(fast: OpenVinoBlipCaptioner, images: list[Image.Image]) -> np.ndarray:
-    pixels = fast._processor(images=[im.convert("RGB") for im in images], return_tensors="np")
-    return fast.generate_ids(pixels["pixel_values"])
+    assert fast._prep is not None
+    return fast.generate_ids(fast._prep(images))
 
 
 @pytest.mark.parametrize("which", ["tiny", "varied"])
@@ -146,10 +148,36 @@ def test_generation_rules_match_generate(varied_dir: Path) -> None:
             setattr(gen, name, None if name != "repetition_penalty" else 1.0)
     assert not np.array_equal(expected, free)
     assert rules.min_new_tokens == 6 and rules.repetition_penalty == 1.5
-    step = fast._encoder.start(
-        fast._processor(images=images, return_tensors="np")["pixel_values"], fast._decoder
-    )
+    assert fast._prep is not None
+    step = fast._encoder.start(fast._prep(images), fast._decoder)
     np.testing.assert_array_equal(greedy_decode(step, len(images), rules, 8), expected)
+
+
+def test_preprocessing_and_decoding_match_blip_processor(tiny_dir: Path) -> None:
+    """numpy/PIL pixels within 1e-5 of BlipProcessor's, and the same text as its batch_decode."""
+    reference, fast = _pair(tiny_dir)
+    assert fast._prep is not None and fast._text is not None
+    images = [*_photos(), Image.new("RGBA", (300, 17), (10, 200, 30, 90)), Image.new("RGB", (32, 32), 7)]
+    for image in images:
+        want = reference._processor(images=[image.convert("RGB")], return_tensors="np")["pixel_values"]
+        np.testing.assert_allclose(fast._prep([image]), want, rtol=0, atol=1e-5)
+    tokenizer = reference._processor.tokenizer
+    rows = np.random.default_rng(0).integers(0, len(tokenizer), size=(64, 12))
+    assert fast._text(rows) == tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+
+def test_serving_does_not_import_torch(tiny_dir: Path) -> None:
+    """Once converted, loading and captioning need neither torch nor transformers."""
+    OpenVinoBlipCaptioner(str(tiny_dir), cache_dir=tiny_dir.parent, convert_in_subprocess=False).convert()
+    script = (
+        "import sys; from pathlib import Path; from PIL import Image;"
+        "from capsearch.ml.blip_ov import OpenVinoBlipCaptioner as C;"
+        f"c = C({str(tiny_dir)!r}, cache_dir=Path({str(tiny_dir.parent)!r}), max_new_tokens=5); c.load();"
+        "print(c.predict([Image.new('RGB', (40, 30), 90)]));"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
 
 
 def test_model_contract(tiny_dir: Path) -> None:
@@ -201,7 +229,7 @@ def test_converts_once_then_reuses_the_cache(own_tiny: Path, caplog: pytest.LogC
     converted = first.converted_dir()
     assert converted.parent == own_tiny.parent / "converted" / "blip-openvino"
     assert sorted(p.name for p in converted.iterdir()) == [
-        "decoder.bin", "decoder.xml", "encoder.bin", "encoder.xml", "meta.json"
+        "decoder.bin", "decoder.xml", "encoder.bin", "encoder.xml", "meta.json", "tokenizer.json"
     ]  # fmt: skip
     stamp = (converted / "meta.json").stat().st_mtime_ns
     second = _load(own_tiny)

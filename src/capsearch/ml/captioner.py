@@ -6,7 +6,6 @@ pipeline, and doing it by hand is also what lets one `generate` call caption a w
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +15,10 @@ from PIL import Image
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from capsearch.ml.blip_sdpa import use_sdpa
+from capsearch.ml.caption_text import tidy_caption
 from capsearch.ml.pretrained import PretrainedModel
 
-# BLIP base was trained on web captions full of the mangled word "arafed"/"araffe" (from "a raffed"),
-# and it often starts its output with it. It carries no meaning, so we drop it.
-_ARTIFACT = re.compile(r"^ar+af+e*d?\b\s*", re.IGNORECASE)
-_SPACES = re.compile(r"\s+")
-
-
-def tidy_caption(text: str) -> str:
-    """Collapse whitespace and drop BLIP's leading "arafed"-style artifact (unless nothing else is left)."""
-    text = _SPACES.sub(" ", text).strip()
-    without = _ARTIFACT.sub("", text, count=1).strip()
-    return without or text
+__all__ = ["BlipCaptioner", "tidy_caption"]
 
 
 class BlipCaptioner(PretrainedModel):

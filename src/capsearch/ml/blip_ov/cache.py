@@ -27,7 +27,7 @@ from importlib import metadata
 from pathlib import Path
 
 # Bump when the exported graphs or meta.json change meaning: old conversions are then ignored.
-GRAPH_FORMAT = 3
+GRAPH_FORMAT = 4
 CONVERTED_DIRNAME = "converted"
 BACKEND_DIRNAME = "blip-openvino"
 META_FILE = "meta.json"

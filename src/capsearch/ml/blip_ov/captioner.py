@@ -26,7 +26,8 @@ from PIL import Image
 from capsearch.errors import ModelUnavailableError
 from capsearch.ml.blip_ov import cache
 from capsearch.ml.blip_ov.decode import GreedyRules, greedy_decode
-from capsearch.ml.captioner import tidy_caption
+from capsearch.ml.blip_ov.preprocess import TOKENIZER_JSON, ImagePrep, TextDecoder
+from capsearch.ml.caption_text import tidy_caption
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ class OpenVinoBlipCaptioner:
         self.convert_in_subprocess = convert_in_subprocess
         self._encoder: Any = None
         self._decoder: Any = None
-        self._processor: Any = None
+        self._prep: ImagePrep | None = None
+        self._text: TextDecoder | None = None
         self._rules: GreedyRules | None = None
         self._dims: dict[str, int] = {}
         # predict() reuses one pair of infer requests; a second caller must wait, not interleave.
@@ -132,12 +134,16 @@ class OpenVinoBlipCaptioner:
 
     def _export(self, out_dir: Path) -> None:
         # torch and the weights are needed only here; a cached start never imports this module.
-        from transformers import BlipForConditionalGeneration
+        from transformers import BlipForConditionalGeneration, BlipProcessor
 
         from capsearch.ml.blip_ov.export import export_graphs
+        from capsearch.ml.blip_ov.preprocess import save_processor
 
         try:
             model: Any = BlipForConditionalGeneration.from_pretrained(
+                self.model_id, cache_dir=self.cache_dir, local_files_only=True
+            )
+            processor: Any = BlipProcessor.from_pretrained(
                 self.model_id, cache_dir=self.cache_dir, local_files_only=True
             )
         except (OSError, ValueError) as exc:
@@ -153,7 +159,7 @@ class OpenVinoBlipCaptioner:
             del model
             gc.collect()
         meta = {"format": cache.GRAPH_FORMAT, "model_id": self.model_id, "int8": self.int8}
-        meta |= {"dims": dims, "rules": rules.to_json()}
+        meta |= {"dims": dims, "rules": rules.to_json(), **save_processor(processor, out_dir)}
         # Written last: a directory with meta.json is a finished conversion.
         (out_dir / cache.META_FILE).write_text(json.dumps(meta, indent=2))
 
@@ -162,31 +168,23 @@ class OpenVinoBlipCaptioner:
             return
         directory = self.convert()
         meta = json.loads((directory / cache.META_FILE).read_text())
-        from transformers import BlipProcessor
-
+        # No transformers here, hence no torch: the serving process needs only openvino and tokenizers.
         from capsearch.ml.blip_ov.runtime import compile_graphs
 
-        try:
-            processor = BlipProcessor.from_pretrained(
-                self.model_id, cache_dir=self.cache_dir, local_files_only=True
-            )
-        except (OSError, ValueError) as exc:
-            raise ModelUnavailableError(
-                f"The {self.name} processor '{self.model_id}' could not be loaded ({exc}). Fix: {self.fix}"
-            ) from exc
         encoder, decoder = compile_graphs(
             directory, num_threads=self.num_threads, performance_hint=self.performance_hint
         )
-        self._processor = processor
+        self._prep = ImagePrep.from_json(meta["image"])
+        self._text = TextDecoder(directory / TOKENIZER_JSON, clean_up_spaces=bool(meta["text"]["clean_up"]))
         self._rules = GreedyRules.from_json(meta["rules"])
         self._dims = {k: int(v) for k, v in meta["dims"].items()}
         self._encoder, self._decoder = encoder, decoder
 
     def pixel_values(self, images: list[Image.Image]) -> np.ndarray:
         """The processor's input for these images: resized, normalised, [batch, 3, H, W] float32."""
-        rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
-        values: np.ndarray = self._processor(images=rgb, return_tensors="np")["pixel_values"]
-        return values
+        if self._prep is None:
+            raise RuntimeError("OpenVinoBlipCaptioner.pixel_values() called before load()")
+        return self._prep(images)
 
     def generate_ids(self, pixel_values: np.ndarray) -> np.ndarray:
         """Greedy token ids [batch, 1 + n] for preprocessed images, as the torch backend's `generate`."""
@@ -201,10 +199,10 @@ class OpenVinoBlipCaptioner:
     def predict(self, batch: list[Image.Image]) -> list[str]:
         if not batch:
             return []
-        if self._processor is None:
+        if self._prep is None or self._text is None:
             raise RuntimeError("OpenVinoBlipCaptioner.predict() called before load()")
         ids = self.generate_ids(self.pixel_values(batch))
-        texts: list[str] = self._processor.batch_decode(ids, skip_special_tokens=True)
+        texts = self._text(ids)
         captions = [tidy_caption(t) for t in texts]
         if len(captions) != len(batch):
             raise RuntimeError(f"captioner returned {len(captions)} captions for {len(batch)} images")
@@ -213,7 +211,8 @@ class OpenVinoBlipCaptioner:
     def close(self) -> None:
         self._encoder = None
         self._decoder = None
-        self._processor = None
+        self._prep = None
+        self._text = None
         self._rules = None
 
 
