@@ -143,3 +143,13 @@ def swapped_rg_icc_profile() -> bytes:
     header += struct.pack(">I", 0) + xyz(0.9642, 1.0, 0.8249)[8:] + b"\x00" * 4
     header += b"\x00" * (128 - len(header))
     return header + struct.pack(">I", len(tags)) + table + body
+
+
+def photo_set(count: int = 5) -> list[Image.Image]:
+    """`count` distinct photos (conftest's photo_bytes) and one greyscale image, which every captioner
+    must convert to RGB itself."""
+    from tests.conftest import photo_bytes
+
+    images = [Image.open(io.BytesIO(photo_bytes(seed))) for seed in range(count)]
+    images.append(Image.new("L", (50, 90), 128))
+    return images
