@@ -28,7 +28,8 @@ import websockets
 from PIL import Image as PILImage
 from websockets.typing import Origin
 
-from capsearch.bench.feedserver import LagSampler, serve_main
+from capsearch.bench.feedserver import serve_main
+from capsearch.bench.fullstack import LoopLagMonitor
 from capsearch.config import (
     BatchSettings,
     DatabaseSettings,
@@ -200,7 +201,7 @@ async def _run(port: int, control: Connection, sockets: int, images: int) -> Fee
         ]
         control.send("reset")
         control.recv()
-        lag = LagSampler()
+        lag = LoopLagMonitor()
         lag.start()
         start = time.monotonic()
         queue = list(range(images))

@@ -17,6 +17,7 @@ from typing import Any
 
 import uvicorn
 
+from capsearch.bench.fullstack import LoopLagMonitor
 from capsearch.config import Settings
 from capsearch.events import AppEvent, ImageChanged
 from capsearch.server import uvicorn_config
@@ -26,32 +27,6 @@ def event_fields(event: AppEvent) -> tuple[int, str, str | None]:
     """(image id, kind, status) of a bus event; deletions have no status."""
     status = event.image.status.value if isinstance(event, ImageChanged) else None
     return event.image_id, event.type, status
-
-
-class LagSampler:
-    """How late a 5 ms sleep wakes up, over and over: how long the event loop is kept busy."""
-
-    INTERVAL_S = 0.005
-
-    def __init__(self) -> None:
-        self.samples: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            t0 = time.monotonic()
-            await asyncio.sleep(self.INTERVAL_S)
-            self.samples.append(max(0.0, time.monotonic() - t0 - self.INTERVAL_S))
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-    def p99_ms(self) -> float:
-        return 1000 * sorted(self.samples)[int(0.99 * (len(self.samples) - 1))] if self.samples else 0.0
 
 
 class Probe(logging.Handler):
@@ -70,7 +45,7 @@ class Probe(logging.Handler):
         self.depth = self.queue_size = 0  # deepest subscriber queue seen (with this event), its bound
         self.warnings: Counter[str] = Counter()
         self.cpu0 = time.process_time()
-        self.lag = LagSampler()
+        self.lag = LoopLagMonitor()
 
     def emit(self, record: logging.LogRecord) -> None:
         self.warnings[f"{record.name}: {record.msg}"] += 1
