@@ -22,7 +22,8 @@ from capsearch.bench.blip_fast import image_dependent
 from capsearch.errors import ModelUnavailableError
 from capsearch.ml.base import Model
 from capsearch.ml.blip_ov import OpenVinoBlipCaptioner
-from capsearch.ml.blip_ov.decode import GreedyRules, greedy_decode
+from capsearch.ml.blip_ov import captioner as captioner_module
+from capsearch.ml.blip_ov.decode import GreedyRules
 from capsearch.ml.captioner import BlipCaptioner
 from capsearch.ml.tiny import build_tiny_blip, tiny_blip_in_memory
 from tests.imagefactory import photo_set
@@ -91,8 +92,12 @@ def test_same_token_ids_as_torch_one_by_one_and_batched(which: str, tiny_dir: Pa
     assert fast.predict(images) == reference.predict(images)
 
 
-def test_rows_that_end_early_are_padded_like_generate(varied_dir: Path) -> None:
-    """With eos = a token that some rows emit early, finished rows get pad while others go on."""
+@pytest.mark.parametrize("decode_batch", [1, 2, 4])
+def test_rows_that_end_early_are_padded_like_generate(
+    varied_dir: Path, decode_batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With eos = a token that some rows emit early, finished rows get pad while others go on, also
+    when the batch is decoded a few images at a time (a part that ends early is padded to the rest)."""
     reference, fast = _pair(varied_dir, tokens=10)
     images = _photos()
     free = _torch_ids(reference, images)
@@ -111,12 +116,11 @@ def test_rows_that_end_early_are_padded_like_generate(varied_dir: Path) -> None:
             do_sample=False,
             num_beams=1,
         ).numpy()
-    assert fast._rules is not None
-    rules = GreedyRules(text.bos_token_id, eos, text.pad_token_id)
-    pixel_values = pixels.numpy()
-    step = fast._encoder.start(pixel_values, fast._decoder)
-    got = greedy_decode(step, len(images), rules, 10)
+    fast._rules = GreedyRules(text.bos_token_id, eos, text.pad_token_id)
+    monkeypatch.setattr(captioner_module, "DECODE_BATCH", decode_batch)
+    got = fast.generate_ids(pixels.numpy(), max_new_tokens=10)
     np.testing.assert_array_equal(got, expected)
+    assert fast._decoder._cross is None, "the batch's cross-attention buffer outlived it"
     assert (got == text.pad_token_id).any()
 
 
@@ -142,9 +146,8 @@ def test_generation_rules_match_generate(varied_dir: Path) -> None:
             setattr(gen, name, None if name != "repetition_penalty" else 1.0)
     assert not np.array_equal(expected, free)
     assert rules.min_new_tokens == 6 and rules.repetition_penalty == 1.5
-    assert fast._prep is not None
-    step = fast._encoder.start(fast._prep(images), fast._decoder)
-    np.testing.assert_array_equal(greedy_decode(step, len(images), rules, 8), expected)
+    fast._rules = rules
+    np.testing.assert_array_equal(fast.generate_ids(fast.pixel_values(images), max_new_tokens=8), expected)
 
 
 def test_preprocessing_and_decoding_match_blip_processor(tiny_dir: Path) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from capsearch.ml.captioner import BlipCaptioner
+if TYPE_CHECKING:  # torch and transformers load only for the functions that caption with them
+    from capsearch.ml.captioner import BlipCaptioner
 
 BenchProfile = Literal["tiny", "blip-base-random"]
 _MODEL_NAMES: dict[str, str] = {"tiny": "tiny-blip (random)", "blip-base-random": "blip-base (random)"}
@@ -45,6 +46,7 @@ def sample_images(count: int = 4, size: tuple[int, int] = (640, 480), seed: int 
 
 
 def bench_captioner(profile: BenchProfile, max_new_tokens: int) -> BlipCaptioner:
+    from capsearch.ml.captioner import BlipCaptioner
     from capsearch.ml.tiny import build_random_blip_base, tiny_blip_in_memory
 
     model, processor = tiny_blip_in_memory() if profile == "tiny" else build_random_blip_base()

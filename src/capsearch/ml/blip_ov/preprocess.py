@@ -68,6 +68,10 @@ class ImagePrep:
         data["image_std"] = _three(data["image_std"])
         return cls(**data)
 
+    def blank(self) -> np.ndarray:
+        """One all-zero image's pixel_values, for a warm-up run."""
+        return np.zeros((1, 3, self.height, self.width), dtype=np.float32)
+
     def __call__(self, images: list[Image.Image]) -> np.ndarray:
         """pixel_values [batch, 3, height, width] float32, as BlipProcessor(images=...)["pixel_values"]."""
         out = np.empty((len(images), 3, self.height, self.width), dtype=np.float32)

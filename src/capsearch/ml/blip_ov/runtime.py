@@ -21,6 +21,7 @@ class Decoder:
     def __init__(self, compiled: Any) -> None:
         self._request = compiled.create_infer_request()
         self._cross: np.ndarray | None = None
+        self._layers = 0
 
     def bind(self, cross_kv: np.ndarray) -> Step:
         """A step function for one batch; `cross_kv` is read in place by every step, never copied."""
@@ -29,6 +30,7 @@ class Decoder:
         request = self._request
         self._cross = cross_kv  # the request reads this memory: keep it alive while the batch decodes
         layers, _, batch, heads, _, head_dim = cross_kv.shape
+        self._layers = layers
         for i in range(layers):  # contiguous views, shared with the request: no copies
             request.set_tensor(f"cross_k_{i}", ov.Tensor(cross_kv[i, 0], shared_memory=True))
             request.set_tensor(f"cross_v_{i}", ov.Tensor(cross_kv[i, 1], shared_memory=True))
@@ -53,6 +55,22 @@ class Decoder:
 
         return step
 
+    def release(self) -> None:
+        """Let go of the batch's cross-attention keys/values (~42 MB per image for BLIP base).
+
+        The request's input tensors share that memory and keep it alive; pointing them at an empty
+        placeholder frees it now, so the next batch's buffer never coexists with this one.
+        """
+        import openvino as ov
+
+        if self._cross is None:
+            return
+        empty = np.zeros((0, *self._cross.shape[3:]), dtype=np.float32)  # a batch of none
+        for i in range(self._layers):
+            self._request.set_tensor(f"cross_k_{i}", ov.Tensor(empty))
+            self._request.set_tensor(f"cross_v_{i}", ov.Tensor(empty))
+        self._cross = None
+
 
 class Encoder:
     """The vision graph, run one image at a time: batching gains nothing in this compute-bound part on
@@ -63,7 +81,9 @@ class Encoder:
     def __init__(self, compiled: Any) -> None:
         self._request = compiled.create_infer_request()
 
-    def start(self, pixel_values: np.ndarray, decoder: Decoder) -> Step:
+    def cross_kv(self, pixel_values: np.ndarray) -> np.ndarray:
+        """Every decoder layer's cross-attention keys and values for these images:
+        [layers, 2, batch, heads, patches, head_dim] float32."""
         import openvino as ov
 
         cross: np.ndarray | None = None
@@ -77,7 +97,7 @@ class Encoder:
                 cross = np.empty(shape, dtype=np.float32)
             cross[:, :, i] = one[:, :, 0]
         assert cross is not None
-        return decoder.bind(cross)
+        return cross
 
 
 def _config(num_threads: int | None, performance_hint: str) -> dict[str, Any]:
@@ -92,7 +112,7 @@ def _config(num_threads: int | None, performance_hint: str) -> dict[str, Any]:
     return config
 
 
-def _drop_mapped_weights(directory: Path) -> None:
+def drop_mapped_weights(directory: Path) -> None:
     """Release this process's resident pages of the memory-mapped .bin files.
 
     The CPU plugin repacks most weights into its own buffers at compile time and keeps the IR
@@ -126,7 +146,7 @@ def compile_graphs(
     config = _config(num_threads, performance_hint)
     # One graph at a time, dropping its mapped copy before the next: the peak stays near one copy.
     encoder = core.compile_model(str(directory / ENCODER_XML), "CPU", config)
-    _drop_mapped_weights(directory)
+    drop_mapped_weights(directory)
     decoder = core.compile_model(str(directory / DECODER_XML), "CPU", config)
-    _drop_mapped_weights(directory)
+    drop_mapped_weights(directory)
     return Encoder(encoder), Decoder(decoder)
