@@ -150,6 +150,18 @@ class BenchServer:
         return lag
 
 
+def _wait_ready(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"benchmark server was not ready within {timeout_s:.0f} s")
+
+
 @contextmanager
 def bench_server(
     profile: BenchProfile, batch: BatchSettings, *, max_new_tokens: int = 20, openvino: Path | None = None
@@ -187,7 +199,11 @@ def bench_server(
             if not parent.poll(300):
                 raise RuntimeError("benchmark server did not start")
             assert proc.pid is not None
-            yield BenchServer(port=parent.recv(), pid=proc.pid, control=parent)
+            port = parent.recv()
+            # Models load after the socket opens; measuring before they all have would time their
+            # loading (torch imports, graph compiles) as if it were serving.
+            _wait_ready(port, timeout_s=600)
+            yield BenchServer(port=port, pid=proc.pid, control=parent)
         finally:
             parent.send("stop")
             proc.join(timeout=60)

@@ -184,7 +184,7 @@ def _full_stack(checkpoint: Path, profile: BenchProfile, offline: dict[str, Any]
         row = bench_full_stack(
             "blip-base-random",
             size,
-            requests=16 if quick else 32,
+            requests=16 if quick else 64,  # two uploads per client: steady state, not a ramp
             max_new_tokens=NEW_TOKENS,
             openvino=checkpoint,
         )
@@ -202,7 +202,10 @@ def _verdicts(ov: dict[str, Any], torch_result: dict[str, Any], floor_s: float) 
     out = []
     for size, want in ((1, SPEEDUP_B1), (8, SPEEDUP_B8)):
         got = torch_result["s_per_image"][size] / ov["s_per_image"][size]
-        out.append(f"batch {size} {got:.2f}x (≥ {want}x: {'ok' if got >= want else 'MISS'})")
+        # A target that asks for less time per image than the arithmetic allows cannot be met.
+        need = torch_result["s_per_image"][size] / want
+        below = f", needs {need:.2f} s per image: below the floor" if need < floor_s else ""
+        out.append(f"batch {size} {got:.2f}x (≥ {want}x{below}: {'ok' if got >= want else 'MISS'})")
     ratio = min(ov["s_per_image"].values()) / floor_s
     out.append(f"best {ratio:.2f}x the floor (≤ {FLOOR_RATIO}x: {'ok' if ratio <= FLOOR_RATIO else 'MISS'})")
     mine, theirs = ov["peak_rss_mb"], torch_result["peak_rss_mb"]
