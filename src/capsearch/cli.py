@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -214,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before anything loads OpenMP (torch, FAISS): its idle threads would otherwise spin after every
+    # small call (a query embedding, a FAISS search) on cores the captioner is using. Measured on 2
+    # cores, 32 uploading clients: the OpenVINO captioner 0.91 -> 0.86 s per image under load.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
