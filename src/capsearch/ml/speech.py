@@ -1,0 +1,26 @@
+"""What a transcriber is asked: one clip of audio, and which kind of pass it is.
+
+A live recording is transcribed again and again while the person talks (partials) and once more at
+the end (the final). Whisper was trained on 30 s windows: a final always pads to the full window,
+which keeps its accuracy; a partial may run on a shortened window (the audio so far plus a margin),
+which costs a fraction of a full pass on a CPU. A backend that cannot shorten the window (transformers'
+feature extractor refuses to) treats both kinds alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True, eq=False)
+class Clip:
+    samples: np.ndarray  # 16 kHz mono float32, at most 30 s
+    final: bool = True  # False: a live partial, which may run on a shortened window
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.size / SAMPLE_RATE
