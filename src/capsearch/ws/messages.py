@@ -6,7 +6,7 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from capsearch.shapes import SearchHit
 
@@ -176,8 +176,20 @@ class VoiceAccepted(_Out):
 class VoicePartial(_Out):
     type: Literal["voice.partial"] = "voice.partial"
     id: str
-    text: str
+    text: str  # the whole hypothesis, as pages before `settled`/`tentative` show it
     seconds: float  # audio the text covers, from the start of the recording
+    # LocalAgreement-2 (capsearch.voice.agreement): `settled` only grows and is never taken back before
+    # the final; `tentative` is the rest of this hypothesis. Usually `text` is both joined by a space,
+    # but not when this hypothesis rewrote settled words (they stay as they were).
+    settled: str = ""
+    tentative: str = ""
+
+    @model_validator(mode="after")
+    def _unsplit_is_tentative(self) -> VoicePartial:
+        # A sender that does not split yet sends a hypothesis nothing has agreed with: all tentative.
+        if not self.settled and not self.tentative:
+            self.tentative = self.text
+        return self
 
 
 class VoiceFinal(_Out):
@@ -197,10 +209,21 @@ class VoiceHits(_Out):
     # The results panel the page shows, rendered from the same template as a typed search
     # (partials/search_results.html): the page swaps it in instead of searching again.
     html: str
+    # True: hits of the settled words while the person still speaks; the final's hits replace them.
+    partial: bool = False
 
     def dump(self) -> str:
         # Hits keep their nulls (an image without a caption yet), exactly as GET /api/search sends them.
         return self.model_dump_json()
+
+
+class VoiceStopped(_Out):
+    """The server ended a recording by itself; voice.final and voice.hits follow as after voice.stop.
+    The page stops its microphone and sends nothing more for this id (frames in flight are dropped)."""
+
+    type: Literal["voice.stopped"] = "voice.stopped"
+    id: str
+    reason: Literal["silence", "max_seconds"]  # the person went quiet after speaking, or the cap
 
 
 class VoiceErrorOut(_Out):
@@ -223,6 +246,7 @@ ServerMessage = (
     | VoicePartial
     | VoiceFinal
     | VoiceHits
+    | VoiceStopped
     | VoiceErrorOut
 )
 
