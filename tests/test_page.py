@@ -173,13 +173,21 @@ async def test_page_has_a_microphone_button_and_a_voice_panel(client: httpx.Asyn
     assert 'aria-label="Search by voice"' in form
     assert re.search(r'<section id="voice-panel"[^>]*hidden', html)
     assert html.index('id="voice-panel"') < html.index('id="search-results"')
-    assert re.search(r'<p id="voice-transcript"[^>]*aria-live="polite"', html)
+    # Only the settled words are a live region: tentative ones flicker and are not read out.
+    transcript = html[
+        html.index('<p id="voice-transcript"') : html.index("</p>", html.index('id="voice-transcript"'))
+    ]
+    assert "aria-live" not in transcript[: transcript.index(">")]
+    assert re.search(r'<span\s+id="voice-settled"[^>]*aria-live="polite"', transcript)
+    assert re.search(r'<span\s+id="voice-tentative"(?![^>]*aria-live)[^>]*>', transcript)
+    assert 'aria-describedby="voice-transcript-hint"' in transcript
+    assert re.search(r'<p id="voice-transcript-hint" class="visually-hidden">[^<]*may change', html)
     assert re.search(r'<audio id="voice-audio"[^>]*controls', html)
     assert '<meter id="voice-level"' in html
-    names = ("voice-audio.js", "voice-panel.js", "voice.js")
+    names = ("voice-audio.js", "voice-panel.js", "voice-results.js", "voice.js")
     voice = [f'<script src="/static/js/{name}" defer></script>' for name in names]
     assert all(tag in html for tag in voice)
-    assert html.index(voice[0]) < html.index(voice[1]) < html.index(voice[2])
+    assert [html.index(tag) for tag in voice] == sorted(html.index(tag) for tag in voice)
     # The AudioWorklet module is loaded by URL and must be a same-origin script (CSP script-src 'self').
     worklet = await client.get("/static/js/pcm-worklet.js")
     assert worklet.status_code == 200 and worklet.headers["content-type"].startswith("text/javascript")

@@ -6,7 +6,7 @@
  *   at most once per REFRESH_MS so a burst of captions does not flood the server, and never while a
  *   caption is being edited inside the results (that would throw the person's typing away);
  * - opens and closes a card's caption form (Edit, Cancel, Escape) and puts focus where it belongs;
- * - reads out search summaries through the page's live announcer;
+ * - reads out search summaries through the page's live announcer (not those of live voice hits);
  * - "/" jumps to the search box, and Enter in it never reloads the page.
  */
 (function () {
@@ -157,6 +157,8 @@
   document.addEventListener('htmx:afterSwap', function (e) {
     var el = e.target;
     if (el === results) {
+      // Live voice hits change as the person speaks; the transcript's settled words are read instead.
+      if (results.getAttribute('data-live') === 'true') return;
       var panel = results.querySelector('.search-panel');
       announce(panel ? panel.getAttribute('data-summary') : 'Search cleared: showing the collection.');
       return;

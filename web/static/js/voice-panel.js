@@ -1,9 +1,11 @@
 /*
  * capsearch voice search, the panel: what #voice-panel and the microphone button show. The status
  * line and the button follow the recording's state (the button is pressed while the microphone
- * records); a level meter that rises at once and falls back gently; a clock; the transcript in
- * #voice-transcript (a partial one live, then the final one, which stays); a problem in
- * #voice-message, titled, and as a toast; the recording played back in #voice-audio (a WAV blob).
+ * records), with a note when the server ended the recording itself; a level meter that rises at once
+ * and falls back gently; a clock; the transcript in #voice-transcript (a partial one live: its
+ * settled words in #voice-settled, plain and read out as they settle, the tentative rest in
+ * #voice-tentative, lighter; then the final one, which stays); a problem in #voice-message, titled,
+ * and as a toast; the recording played back in #voice-audio (a WAV blob).
  *
  * Needs: #voice-button, #voice-panel and the elements inside it (index.html), capsearch.toast
  * (page.js) and capsearch.voice.audio (voice-audio.js, loaded before). Puts `panel` on
@@ -11,12 +13,14 @@
  *
  *   panel.button, .stopButton, .closeButton   the controls voice.js listens to
  *   panel.CAPTURING               the states in which the microphone is open
- *   panel.reset()                 a new recording: no message, transcript, playback; clock at 0:00
+ *   panel.reset()                 a new recording: no message, note, transcript, playback; clock at 0:00
  *   panel.setState(state)         opening | starting | recording | stopping | transcribing |
  *                                 searching | done | failed | idle
+ *   panel.setNote(reason, maxSeconds)   the server stopped the recording: 'silence' | 'max_seconds'
  *   panel.setLevel(rms, reset)    the level meter
  *   panel.showTime(seconds, maxSeconds)
  *   panel.setTranscript(text, state)   state 'partial' | 'final' ('empty' when there is no text)
+ *   panel.setPartial(settled, tentative)   a partial split into words that settled and the rest
  *   panel.showMessage(code, detail)    a problem, by protocol error code or the page's own
  *   panel.showPlayback(r)         the recording r ({chunks, samples}) as playable audio
  *   panel.hideIfEmpty(), panel.hide()
@@ -31,6 +35,8 @@
   var level = document.getElementById('voice-level');
   var clock = document.getElementById('voice-time');
   var transcript = document.getElementById('voice-transcript');
+  var settledWords = document.getElementById('voice-settled');
+  var tentativeWords = document.getElementById('voice-tentative');
   var message = document.getElementById('voice-message');
   var playback = document.getElementById('voice-playback');
   var audio = document.getElementById('voice-audio');
@@ -66,15 +72,23 @@
 
   var audioUrl = null;
   var shown = 0; // the level meter's value, falling back smoothly
+  var state = 'idle';
+  var note = ''; // why the server stopped the recording, shown before the state's words
 
   function timeText(seconds) {
     var s = Math.floor(seconds);
     return Math.floor(s / 60) + ':' + String(s % 60).padStart(2, '0');
   }
 
-  function setState(state) {
+  function showStatus() {
+    var words = STATUS[state] || '';
+    statusText.textContent = note && words ? note + ' · ' + words : note || words;
+  }
+
+  function setState(next) {
+    state = next;
     panel.setAttribute('data-state', state);
-    statusText.textContent = STATUS[state] || '';
+    showStatus();
     var capturing = state in CAPTURING;
     button.setAttribute('aria-pressed', capturing ? 'true' : 'false');
     button.title = capturing ? 'Stop recording (Esc)' : 'Search by voice';
@@ -96,9 +110,30 @@
     clock.textContent = timeText(seconds) + ' / ' + timeText(maxSeconds);
   }
 
-  function setTranscript(text, state) {
-    transcript.textContent = text;
-    transcript.setAttribute('data-state', text ? state : 'empty');
+  function setNote(reason, maxSeconds) {
+    note = reason === 'silence' ? 'Stopped: you went quiet'
+      : reason === 'max_seconds' ? 'Stopped: reached the ' + maxSeconds + ' s cap' : '';
+    panel.setAttribute('data-stopped', reason || '');
+    showStatus();
+  }
+
+  function setTranscript(text, kind) {
+    settledWords.textContent = text;
+    tentativeWords.textContent = '';
+    transcript.setAttribute('data-state', text ? kind : 'empty');
+  }
+
+  function setPartial(settled, tentative) {
+    var had = settledWords.textContent;
+    // Settled words only grow: the new ones are added as their own text node, so a screen reader
+    // reads just them rather than the whole sentence again.
+    if (had && settled.indexOf(had) === 0) {
+      if (settled.length > had.length) settledWords.appendChild(document.createTextNode(settled.slice(had.length)));
+    } else if (settled !== had) {
+      settledWords.textContent = settled;
+    }
+    tentativeWords.textContent = (settled && tentative ? ' ' : '') + tentative;
+    transcript.setAttribute('data-state', settled || tentative ? 'partial' : 'empty');
   }
 
   function showMessage(code, detail) {
@@ -137,6 +172,7 @@
 
   function reset() {
     clearMessage();
+    setNote('');
     setTranscript('', 'empty');
     playback.hidden = true;
     clock.textContent = '0:00';
@@ -152,11 +188,13 @@
     setState: setState,
     setLevel: setLevel,
     showTime: showTime,
+    setNote: setNote,
     setTranscript: setTranscript,
+    setPartial: setPartial,
     showMessage: showMessage,
     showPlayback: showPlayback,
     // Nothing left to show: the panel goes away.
-    hideIfEmpty: function () { panel.hidden = !transcript.textContent && message.hidden; },
+    hideIfEmpty: function () { panel.hidden = !transcript.textContent.trim() && message.hidden; },
     hide: function () { panel.hidden = true; },
   };
 })();

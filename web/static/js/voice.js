@@ -6,23 +6,27 @@
  * button, the panel's Stop button or Escape stops, which sends the audio still buffered and then
  * `voice.stop`; the recording then plays back.
  *
- * `voice.partial` text is shown live; `voice.final` replaces it and stays. `voice.hits` puts what was
- * searched into the search box and swaps the server's rendered results panel
- * (partials/search_results.html, the same as a typed search) into #search-results: the search runs
- * once, on the server. `voice.error` and problems with the microphone (denied, missing, insecure
- * page) are shown in the panel and as a toast; the socket stays usable and a new recording can start
- * at once. A socket that closes ends the recording: the server has dropped it.
+ * `voice.partial` is shown live, its settled words apart from the tentative rest (a server that does not
+ * split them sends a hypothesis that is all tentative); `voice.final` replaces it and stays.
+ * `voice.hits` puts what was searched into the search box and swaps the server's rendered results
+ * panel into #search-results (voice-results.js): the search runs on the server. Live hits
+ * (`partial: true`) come while the person speaks and the final ones replace them. `voice.stopped`:
+ * the server ended the recording itself (silence after speech, or the cap); the microphone stops as
+ * with the Stop button, but nothing more goes out for it, voice.stop included. `voice.error` and
+ * problems with the microphone (denied, missing, insecure page) are shown in the panel and as a
+ * toast; the socket stays usable and a new recording can start at once. A socket that closes ends
+ * the recording: the server has dropped it.
  *
- * Needs: #search-input, #search-results; capsearch.socket and capsearch.announce (page.js);
- * capsearch.voice.audio and .panel (voice-audio.js, voice-panel.js, loaded before this one); htmx.
+ * Needs: #search-input; capsearch.socket and capsearch.announce (page.js); capsearch.voice.audio,
+ * .panel and .results (voice-audio.js, voice-panel.js, voice-results.js, loaded before this one).
  */
 (function () {
   'use strict';
 
   var ui = window.capsearch.voice && window.capsearch.voice.panel;
+  var results = window.capsearch.voice && window.capsearch.voice.results;
   var input = document.getElementById('search-input');
-  var results = document.getElementById('search-results');
-  if (!ui || !input) return;
+  if (!ui || !results || !input) return;
   var audio = window.capsearch.voice.audio;
   var socket = window.capsearch.socket;
   var announce = window.capsearch.announce;
@@ -114,11 +118,30 @@
     r.pending = [];
     r.stopSent = true;
     socket.send({ type: 'voice.stop', id: r.id });
+    awaitFinal(r);
+  }
+
+  function awaitFinal(r) {
     r.state = 'transcribing';
     ui.setState('transcribing');
+    if (r.timer) window.clearTimeout(r.timer);
     r.timer = window.setTimeout(function () {
       if (rec === r && !r.final) fail(r, 'internal_error', 'No transcript arrived; try again.');
     }, FINAL_TIMEOUT_MS);
+  }
+
+  // The server ended the recording (voice.stopped): it drops whatever still comes for this id, so
+  // nothing more is sent, voice.stop included; the worklet is still flushed for the playback.
+  function stoppedByServer(r, reason) {
+    if (r.final) return; // out of order: the recording is already over
+    var sent = r.stopSent;
+    r.stopSent = true;
+    r.serverStopped = true;
+    r.pending = [];
+    ui.setNote(reason, r.maxSeconds);
+    announce(reason === 'silence' ? 'Stopped: you went quiet.' : 'Stopped at the ' + r.maxSeconds + ' second limit.');
+    if (r.state in CAPTURING) stop(r);
+    if (!sent) awaitFinal(r); // once voice.stop went out the page already waits for the final
   }
 
   function stop(r) {
@@ -143,6 +166,7 @@
     if (r.timer) window.clearTimeout(r.timer);
     r.state = 'done';
     ui.setState('idle');
+    results.dropLive();
   }
 
   function fail(r, code, detail) {
@@ -153,6 +177,7 @@
     ui.setState('failed');
     if (!r.final && had !== 'opening') ui.showPlayback(r);
     if (code === 'no_speech') ui.setTranscript('', 'empty');
+    results.dropLive();
     ui.showMessage(code, detail);
   }
 
@@ -172,7 +197,15 @@
         sendStop(r);
         break;
       case 'voice.partial':
-        if (!r.final && msg.text) ui.setTranscript(msg.text, 'partial');
+        if (r.final) break;
+        if (typeof msg.settled === 'string' && typeof msg.tentative === 'string') {
+          if (msg.settled || msg.tentative) ui.setPartial(msg.settled, msg.tentative);
+        } else if (msg.text) {
+          ui.setPartial('', msg.text); // nothing said what has settled: all of it may change
+        }
+        break;
+      case 'voice.stopped':
+        stoppedByServer(r, msg.reason);
         break;
       case 'voice.final':
         r.final = true;
@@ -182,19 +215,21 @@
         ui.setState('searching');
         break;
       case 'voice.hits':
+        if (msg.partial) {
+          if (!r.final) results.live(msg); // late live hits never cover the final ones
+          break;
+        }
         if (r.timer) window.clearTimeout(r.timer);
         r.state = 'done';
         ui.setState('done');
-        // The server already searched and rendered the results panel (the same template as a typed
-        // search): shown as it is, with the address a reload or a shared link lands on.
-        input.value = msg.query;
-        htmx.swap(results, msg.html, { swapStyle: 'innerHTML' });
-        window.history.replaceState(null, '', '/?' + new URLSearchParams({ q: msg.query }).toString());
+        results.final(msg);
         break;
       case 'voice.error':
         fail(r, msg.code, msg.detail);
         break;
       case 'error':
+        // A voice.stop that crossed voice.stopped on the way finds the recording already stopping.
+        if (r.serverStopped && msg.code === 'voice_not_started') break;
         fail(r, msg.code, msg.detail);
         break;
     }
