@@ -117,6 +117,13 @@ class VoiceSettings(BaseModel):
     # 1.0; 0.01 is -40 dBFS, above a quiet room's hiss and below a voice at arm's length).
     speech_rms: float = Field(0.01, gt=0, le=1)
     min_speech_ms: float = Field(150.0, ge=0)
+    # Silero VAD (capsearch.voice.vad) decides what is speech instead: a fan or traffic loud enough to
+    # pass the RMS rule isn't speech to it. False falls back to the RMS rule above.
+    vad: bool = True
+    # Silero's speech probability that starts speech; speech goes on down to 0.15 below it.
+    vad_threshold: float = Field(0.5, gt=0, lt=1)
+    # A live recording stops itself after this much silence following speech; 0 waits for voice.stop.
+    end_silence_ms: float = Field(800.0, ge=0)
     # Partials start once this much speech has been heard: on a fraction of a word Whisper invents text
     # ("Thank you."), which would flash on the page before the real words.
     first_partial_ms: float = Field(500.0, ge=0)
