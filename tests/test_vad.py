@@ -126,6 +126,12 @@ def test_end_silence_zero_never_ends(vad: SileroVad, speech: np.ndarray) -> None
     assert update.heard_speech and update.silence_ms > 1500 and not update.ended
 
 
+def test_min_speech_zero_still_needs_speech(vad: SileroVad, speech: np.ndarray) -> None:
+    params = VadParams(min_speech_ms=0)
+    assert not vad.new_stream(params).feed(quiet(1)).heard_speech
+    assert vad.new_stream(params).feed(speech[: CHUNK * 3]).heard_speech
+
+
 def test_odd_frames_give_the_same_answers_as_one_feed(vad: SileroVad, speech: np.ndarray) -> None:
     audio = spoken(speech, 1.0)
     whole = vad.new_stream().feed(audio)

@@ -246,7 +246,8 @@ class VadStream:
             self._ended_at = self._heard
 
     def _heard_enough(self) -> bool:
-        return self._speech_chunks * CHUNK_MS >= self.params.min_speech_ms
+        # `> 0` too: with min_speech_ms = 0, silence must still not count as speech.
+        return self._speech_chunks > 0 and self._speech_chunks * CHUNK_MS >= self.params.min_speech_ms
 
     def _update(self, probs: tuple[float, ...]) -> VadUpdate:
         return VadUpdate(
