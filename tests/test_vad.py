@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,17 @@ def test_interleaved_streams_keep_their_own_state(vad: SileroVad, speech: np.nda
         last_b = b.feed(hush[i : i + FRAME_SAMPLES])
     assert without_probs(last_a) == without_probs(alone)
     assert last_b.speech_ms == 0 and not last_b.ended
+
+
+def test_streams_fed_from_two_threads_at_once_match_serial_runs(vad: SileroVad, speech: np.ndarray) -> None:
+    clips = [spoken(speech, 1.0), np.concatenate((quiet(1, seed=7), speech))]
+    serial = [without_probs(vad.new_stream().feed(clip)) for clip in clips]
+
+    def run(clip: np.ndarray) -> tuple[object, ...]:
+        return without_probs(feed_in(vad.new_stream(), clip, FRAME_SAMPLES)[-1])
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(run, clips)) == serial
 
 
 def test_speech_in_a_whole_clip(vad: SileroVad, speech: np.ndarray) -> None:

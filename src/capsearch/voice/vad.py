@@ -116,7 +116,7 @@ class SileroVad:
         return self._session is not None
 
     def load(self) -> None:
-        """Blocking (~tens of ms): run it off the event loop."""
+        """Blocking (0.1-0.4 s, mostly importing onnxruntime): run it off the event loop."""
         if self._session is not None:
             return
         path = self._model_path or default_model_path()
@@ -129,7 +129,7 @@ class SileroVad:
         except ImportError as exc:
             raise _unavailable("onnxruntime is not installed") from exc
         opts = onnxruntime.SessionOptions()
-        # The model is tiny (1.2 MB, ~0.1 ms a chunk): more threads would only contend with the
+        # The model is tiny (1.2 MB, ~0.15 ms a chunk): more threads would only contend with the
         # captioner and the transcriber for the cores.
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
@@ -198,7 +198,7 @@ class VadStream:
 
     def feed(self, samples: np.ndarray) -> VadUpdate:
         """Hear `samples` (1-D, 16 kHz float32, any length, finite: the socket checks that) and say
-        where the stream stands. Blocking: ~0.1 ms per 32 ms of audio; call it from a worker thread."""
+        where the stream stands. Blocking: ~0.15 ms per 32 ms of audio; call it from a worker thread."""
         if samples.ndim != 1:
             raise ValueError(f"VadStream.feed wants 1-D samples, got shape {samples.shape}")
         with self._lock:
