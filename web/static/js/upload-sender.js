@@ -73,6 +73,8 @@
       if (msg.type === 'error') {
         // Chunks still in flight when an upload was cancelled or failed come back as errors: expected.
         if (u && !(u.state in ACTIVE)) return;
+        // A recording's own errors are voice.js's to show (or, after voice.stopped, to ignore).
+        if (msg.code === 'voice_not_started') return;
         toast(msg.detail || 'Something went wrong on the server.');
         return;
       }
