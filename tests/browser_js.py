@@ -108,3 +108,10 @@ PLAYBACK_JS = """
 UI_SEARCHES_JS = (
     "() => performance.getEntriesByType('resource').filter(e => e.name.includes('/ui/search')).length"
 )
+# Hands the page a server message as if its socket had carried it (capsearch-ws.js dispatches every
+# control message this way): drives the page through sequences a fake server would have to script.
+INJECT_JS = "(msg) => { document.dispatchEvent(new CustomEvent('capsearch:message', { detail: msg })); }"
+# The computed style of an element, for what a person sees of it.
+STYLE_JS = """
+([selector, property]) => getComputedStyle(document.querySelector(selector)).getPropertyValue(property)
+"""
