@@ -9,11 +9,15 @@ feature extractor refuses to) treats both kinds alike.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 
 SAMPLE_RATE = 16_000
+_SPACES = re.compile(r"\s+")
 
 
 @dataclass(frozen=True, eq=False)
@@ -24,3 +28,21 @@ class Clip:
     @property
     def seconds(self) -> float:
         return self.samples.size / SAMPLE_RATE
+
+
+# What a transcriber's predict() takes: Clips, or bare arrays (older callers), which are finals.
+ClipLike: TypeAlias = Clip | np.ndarray
+
+
+def as_clips(batch: Sequence[ClipLike]) -> list[Clip]:
+    """Every request as a Clip of flat float32 samples."""
+    clips = []
+    for item in batch:
+        clip = item if isinstance(item, Clip) else Clip(item)
+        clips.append(Clip(np.asarray(clip.samples, dtype=np.float32).reshape(-1), clip.final))
+    return clips
+
+
+def tidy_transcript(text: str) -> str:
+    """Collapse whitespace; Whisper starts every transcript with a space."""
+    return _SPACES.sub(" ", text).strip()

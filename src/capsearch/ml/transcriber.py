@@ -3,39 +3,40 @@
 We call the feature extractor and `model.generate` ourselves (no ASR pipeline): the pipeline wants
 ffmpeg for files and transcribes one clip per call, while one `generate` call over a padded batch is
 what lets concurrent voice streams share the model. Whisper pads every clip to 30 s, so a pass costs
-the same however short the clip; batching is where the savings are.
+the same however short the clip; batching is where the savings are. The feature extractor always
+pads to the full window, so live partials (`Clip(final=False)`) cost a full pass here too; the
+CTranslate2 backend (capsearch.ml.whisper_ct2) is the one that shortens them.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from capsearch.ml.pretrained import PretrainedModel
+from capsearch.ml.speech import SAMPLE_RATE, ClipLike, as_clips, tidy_transcript
 
-SAMPLE_RATE = 16_000
+__all__ = ["SAMPLE_RATE", "WhisperTranscriber", "tidy_transcript"]
+
 # Decoder prompt: <|startoftranscript|> <|lang|> <|transcribe|> <|notimestamps|>.
 _PROMPT_TOKENS = 4
-_SPACES = re.compile(r"\s+")
 
 _Processor: Any = WhisperProcessor
 _Whisper: Any = WhisperForConditionalGeneration
 
 
-def tidy_transcript(text: str) -> str:
-    """Collapse whitespace; Whisper starts every transcript with a space."""
-    return _SPACES.sub(" ", text).strip()
-
-
 class WhisperTranscriber(PretrainedModel):
-    """`Model[np.ndarray, str]`: 16 kHz mono float32 clips in, one transcript per clip out, in order."""
+    """`Model[Clip, str]`: 16 kHz mono float32 clips in, one transcript per clip out, in order.
+
+    Bare arrays are accepted as finals. Partials and finals are transcribed alike (full window).
+    """
 
     name = "transcriber"
+    backend = "transformers"
 
     def __init__(
         self,
@@ -78,12 +79,12 @@ class WhisperTranscriber(PretrainedModel):
         gen.num_beams = 1
         gen.do_sample = False
 
-    def predict(self, batch: list[np.ndarray]) -> list[str]:
+    def predict(self, batch: Sequence[ClipLike]) -> list[str]:
         if not batch:
             return []
         if self._model is None:
             raise RuntimeError("WhisperTranscriber.predict() called before load()")
-        clips = [np.asarray(clip, dtype=np.float32).reshape(-1) for clip in batch]
+        clips = [clip.samples for clip in as_clips(batch)]
         with torch.inference_mode():
             features = self._processor.feature_extractor(
                 clips, sampling_rate=SAMPLE_RATE, return_tensors="pt", return_attention_mask=True
