@@ -124,14 +124,17 @@ def _fsync_tree(directory: Path) -> None:
         os.close(fd)
 
 
-def publish(target: Path, build: Callable[[Path], None]) -> bool:
+def publish(
+    target: Path, build: Callable[[Path], None], complete: Callable[[Path], bool] = is_complete
+) -> bool:
     """Make `target` exist, complete: run `build(tmp_dir)` and rename tmp_dir to `target`.
 
     Returns False if `target` was already there (perhaps made by another process while we waited
-    for the lock), True if this call built it.
+    for the lock), True if this call built it. `complete` says whether a directory is a finished
+    conversion (other converters, such as capsearch.ml.whisper_ct2, bring their own).
     """
     with _locked(target):
-        if is_complete(target):
+        if complete(target):
             return False
         # Under the lock nobody else is converting this key: any temporary directory left is a crash's.
         for stale in target.parent.glob(f".{target.name}.tmp-*"):
