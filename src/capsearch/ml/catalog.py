@@ -10,8 +10,8 @@ from capsearch.ml.registry import PROFILES, ModelSpec, ensure_available, local_d
 
 
 def download_profile(settings: ModelSettings, profile: ModelProfile) -> list[tuple[str, ModelSpec, str]]:
-    """Fetch (or build) every model of `profile`, and convert the captioner where its backend needs it;
-    returns (what, spec, local directory) for each.
+    """Fetch (or build) every model of `profile`, and convert the captioner and the transcriber where
+    their backends need it; returns (what, spec, local directory) for each.
 
     An explicit command, so it downloads even when `allow_download` is off for the running app.
     """
@@ -27,6 +27,11 @@ def download_profile(settings: ModelSettings, profile: ModelProfile) -> list[tup
                 spec.model_id, cache_dir=settings.cache_dir, int8=settings.captioner_int8
             )
             done.append(("  openvino", spec, str(captioner.convert())))
+        if spec.role == "transcriber" and _converts_transcriber(settings):
+            from capsearch.ml.whisper_ct2 import CT2WhisperTranscriber
+
+            transcriber = CT2WhisperTranscriber(spec.model_id, cache_dir=settings.cache_dir)
+            done.append(("  ctranslate2", spec, str(transcriber.convert())))
     return done
 
 
@@ -35,6 +40,13 @@ def _converts(settings: ModelSettings) -> bool:
     from capsearch.ml.factory import captioner_backend
 
     return captioner_backend(settings, resolve_device(settings.device)) == "openvino"
+
+
+def _converts_transcriber(settings: ModelSettings) -> bool:
+    from capsearch.ml.device import resolve_device
+    from capsearch.ml.factory import transcriber_backend
+
+    return transcriber_backend(settings, resolve_device(settings.device)) == "ctranslate2"
 
 
 def _dir_size(path: Path) -> int:

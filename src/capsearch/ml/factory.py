@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from capsearch.ml.captioner import BlipCaptioner
     from capsearch.ml.embedder import TextEmbedder
     from capsearch.ml.transcriber import WhisperTranscriber
+    from capsearch.ml.whisper_ct2 import CT2WhisperTranscriber
 
 # Model classes import torch (~8 s): each builder imports its own only when it is called.
 
@@ -74,18 +75,39 @@ def build_embedder(settings: Settings) -> TextEmbedder:
     )
 
 
-def build_transcriber(settings: Settings) -> WhisperTranscriber:
+def transcriber_backend(models: ModelSettings, device: str) -> str:
+    """ "transformers" or "ctranslate2": what `transcriber_backend` means on this device ("auto":
+    CTranslate2 on a CPU, where live partials run on a shortened window; transformers on a GPU, where
+    float16 kernels are its strength)."""
+    if models.transcriber_backend != "auto":
+        return models.transcriber_backend
+    return "ctranslate2" if device == "cpu" else "transformers"
+
+
+def build_transcriber(settings: Settings) -> WhisperTranscriber | CT2WhisperTranscriber:
     from capsearch.ml.device import resolve_device, resolve_dtype
-    from capsearch.ml.transcriber import WhisperTranscriber
 
     models = settings.models
     spec = _ready(models, "transcriber")
     device = resolve_device(models.device)
+    language = None if models.language in (None, "", "auto") else models.language
+    if transcriber_backend(models, device) == "ctranslate2":
+        from capsearch.ml.whisper_ct2 import CT2WhisperTranscriber
+
+        return CT2WhisperTranscriber(
+            spec.model_id,
+            cache_dir=models.cache_dir,
+            language=language,
+            max_new_tokens=models.transcriber_max_tokens,
+            int8=models.transcriber_int8,
+        )
+    from capsearch.ml.transcriber import WhisperTranscriber
+
     return WhisperTranscriber(
         spec.model_id,
         cache_dir=models.cache_dir,
         device=device,
         dtype=resolve_dtype(models.dtype, device),
-        language=None if models.language in (None, "", "auto") else models.language,
+        language=language,
         max_new_tokens=models.transcriber_max_tokens,
     )

@@ -1,0 +1,295 @@
+"""Whisper on CTranslate2: same checkpoint and same greedy tokens as `WhisperTranscriber` for finals,
+and live partials on a shortened window.
+
+Why: on a CPU the encoder dominates a pass and its cost grows with the window. Finals keep the full
+30 s window (Whisper's accuracy depends on it); partials, which are replaced a moment later anyway,
+run on the audio so far plus `partial_margin_s` of silence. The serving path imports ctranslate2,
+faster-whisper's numpy feature extractor and tokenizers, never torch: only the one-time conversion
+does (in a child process, so its memory goes back to the system when it ends).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from capsearch.errors import ModelUnavailableError
+from capsearch.ml.speech import Clip, ClipLike, as_clips, tidy_transcript
+from capsearch.ml.whisper_ct2 import cache
+from capsearch.ml.whisper_ct2.features import FeatureSpec, LogMel, partial_frames
+
+log = logging.getLogger(__name__)
+
+# Decoder prompt: <|startoftranscript|> <|lang|> <|transcribe|> <|notimestamps|>.
+_PROMPT_TOKENS = 4
+_UNAVAILABLE_EXIT = 3
+# Rough: torch loads the weights and CTranslate2 writes them again (whisper-base, 0.3 GB).
+_CONVERT_S_PER_GB = 40.0
+# Copied beside model.bin so that serving reads only the converted directory.
+_SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
+DEFAULT_PARTIAL_MARGIN_S = 1.5
+
+
+class CT2WhisperTranscriber:
+    """`Model[Clip, str]` backed by a CTranslate2 conversion of a transformers Whisper checkpoint."""
+
+    name = "transcriber"
+    backend = "ctranslate2"
+    fix: ClassVar[str] = (
+        "run `capsearch models download`, or start with CAPSEARCH_MODELS__PROFILE=tiny for an offline demo."
+    )
+
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        cache_dir: Path,
+        language: str | None = "en",
+        max_new_tokens: int = 128,
+        int8: bool = False,
+        num_threads: int | None = None,
+        partial_margin_s: float = DEFAULT_PARTIAL_MARGIN_S,
+        convert_in_subprocess: bool = True,
+    ) -> None:
+        # Nothing heavy here: the app builds models at startup and loads them off the event loop.
+        self.model_id = model_id
+        self.cache_dir = Path(cache_dir)
+        # None: Whisper detects the language of each clip (from the encoder output it already has).
+        self.language = language
+        self.max_new_tokens = max_new_tokens
+        self.int8 = int8
+        # CTranslate2's intra-op threads; one pass at a time uses them all (inter_threads=1).
+        self.num_threads = num_threads or _usable_cores()
+        self.partial_margin_s = partial_margin_s
+        self.convert_in_subprocess = convert_in_subprocess
+        self._model: Any = None
+        self._mel: LogMel | None = None
+        self._tokenizer: Any = None
+        self._max_length = 0
+        self._last_special = 0
+        self._lang_tokens: frozenset[str] = frozenset()
+        # Frames of every encoder pass predict() ran, for tests and measurements.
+        self.last_frames: list[int] = []
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def compute_type(self) -> str:
+        return "int8" if self.int8 else "float32"
+
+    def describe(self) -> str:
+        weights = "int8 weights, unverified" if self.int8 else "float32"
+        return f"{self.model_id} on cpu (ctranslate2, {weights})"
+
+    def _checkpoint(self) -> Path:
+        found = cache.checkpoint_dir(self.model_id, self.cache_dir)
+        if found is None:
+            raise ModelUnavailableError(
+                f"The {self.name} model '{self.model_id}' is not on disk. Fix: {self.fix}"
+            )
+        return found
+
+    def converted_dir(self) -> Path:
+        """Where this checkpoint's conversion is (or will be) for the installed library versions."""
+        key = cache.checkpoint_key(self._checkpoint())
+        return cache.converted_dir(self.cache_dir, self.model_id, key)
+
+    def convert(self) -> Path:
+        """Convert the checkpoint unless this exact conversion is cached; returns its directory."""
+        checkpoint = self._checkpoint()
+        target = cache.converted_dir(self.cache_dir, self.model_id, cache.checkpoint_key(checkpoint))
+        if cache.is_complete(target):
+            return target
+        estimate = 8 + _CONVERT_S_PER_GB * cache.weights_bytes(checkpoint) / 1e9
+
+        def build(tmp: Path) -> None:
+            log.info("converting the transcriber for CTranslate2 (one time, ~%.0f s)…", estimate)
+            started = time.monotonic()
+            if self.convert_in_subprocess:
+                self._export_in_child(tmp)
+            else:
+                self._export(checkpoint, tmp)
+            log.info("converted the transcriber in %.0f s: %s", time.monotonic() - started, target)
+
+        cache.publish_ct2(target, build)
+        return target
+
+    def _export_in_child(self, out_dir: Path) -> None:
+        command = [sys.executable, "-m", "capsearch.ml.whisper_ct2.transcriber", self.model_id]
+        command += [str(self.cache_dir), str(out_dir)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode == _UNAVAILABLE_EXIT:
+            raise ModelUnavailableError(done.stdout.strip())
+        if done.returncode != 0:
+            raise RuntimeError(f"converting the transcriber failed: {done.stderr.strip()[-2000:]}")
+
+    def _export(self, checkpoint: Path, out_dir: Path) -> None:
+        # torch and transformers are needed only here; a cached start never imports them.
+        from ctranslate2.converters import TransformersConverter
+
+        try:
+            features = FeatureSpec.from_checkpoint(checkpoint)
+            config = json.loads((checkpoint / "config.json").read_text())
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelUnavailableError(
+                f"The {self.name} model '{self.model_id}' cannot be converted ({exc}). Fix: {self.fix}"
+            ) from exc
+        # force: the publishing step made out_dir (empty) for us.
+        TransformersConverter(str(checkpoint)).convert(str(out_dir), force=True)
+        for name in _SIDE_FILES:
+            if (checkpoint / name).is_file():
+                shutil.copyfile(checkpoint / name, out_dir / name)
+        meta = {
+            "format": cache.FORMAT,
+            "model_id": self.model_id,
+            "features": features.to_json(),
+            "max_target_positions": int(config["max_target_positions"]),
+        }
+        # Written last: a directory with meta.json is a finished conversion.
+        (out_dir / cache.META_FILE).write_text(json.dumps(meta, indent=2))
+
+    def load(self) -> None:
+        if self.loaded:
+            return
+        directory = self.convert()
+        meta = json.loads((directory / cache.META_FILE).read_text())
+        import ctranslate2
+        from tokenizers import Tokenizer
+
+        self._lang_tokens = frozenset(t for t in _vocabulary(directory) if _is_language_token(t))
+        if self.language is not None and _language_token(self.language) not in self._lang_tokens:
+            raise ValueError(f"'{self.model_id}' does not know the language {self.language!r}")
+        room = int(meta["max_target_positions"]) - _PROMPT_TOKENS
+        # CTranslate2 caps new tokens at min(max_length / 2, max_length - prompt before the start
+        # token): twice the cap we want gives exactly that cap, as transformers' max_length does.
+        self._max_length = 2 * max(_PROMPT_TOKENS, min(self.max_new_tokens, room))
+        self._mel = LogMel(FeatureSpec.from_json(meta["features"]))
+        self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        self._last_special = int(self._tokenizer.token_to_id("<|notimestamps|>"))
+        self._model = ctranslate2.models.Whisper(
+            str(directory),
+            device="cpu",
+            compute_type=self.compute_type,
+            inter_threads=1,
+            intra_threads=self.num_threads,
+        )
+
+    def predict(self, batch: Sequence[ClipLike]) -> list[str]:
+        if not batch:
+            return []
+        if self._model is None or self._mel is None:
+            raise RuntimeError("CT2WhisperTranscriber.predict() called before load()")
+        clips = as_clips(batch)
+        self.last_frames = []
+        texts: list[str] = [""] * len(clips)
+        # Finals share one full-window pass; partials share one window as long as the longest of them
+        # (shorter ones just get more silence: a larger margin).
+        for final in (True, False):
+            rows = [i for i, clip in enumerate(clips) if clip.final is final]
+            if rows:
+                ids = self.token_ids([clips[i] for i in rows])
+                decoded = self._tokenizer.decode_batch(ids, skip_special_tokens=True)
+                for i, text in zip(rows, decoded, strict=True):
+                    texts[i] = tidy_transcript(text)
+        return texts
+
+    def frames_for(self, clips: list[Clip]) -> int:
+        """The window of one pass over `clips` (all finals or all partials), in feature frames."""
+        assert self._mel is not None
+        spec = self._mel.spec
+        if clips[0].final:
+            return spec.full_frames
+        return max(partial_frames(c.samples.size, self.partial_margin_s, spec) for c in clips)
+
+    def token_ids(self, clips: list[Clip]) -> list[list[int]]:
+        """Greedy text tokens (no prompt, no end token) of one pass over clips of one kind."""
+        import ctranslate2
+
+        assert self._mel is not None
+        frames = self.frames_for(clips)
+        self.last_frames.append(frames)
+        # Held in a local: the StorageView borrows this array's memory.
+        mel = self._mel([c.samples for c in clips], frames)
+        encoded = self._model.encode(ctranslate2.StorageView.from_array(mel))
+        prompts = [self._prompt(lang) for lang in self._languages(encoded, len(clips))]
+        results = self._model.generate(
+            encoded,
+            prompts,
+            beam_size=1,
+            max_length=self._max_length,
+            # The checkpoint's suppress lists (stored by the converter), as transformers applies them.
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )
+        # Timestamp tokens are not special to the tokenizer; transformers' decode filters them out.
+        return [[t for t in result.sequences_ids[0] if t <= self._last_special] for result in results]
+
+    def _languages(self, encoded: Any, size: int) -> list[str]:
+        if self.language is not None:
+            return [_language_token(self.language)] * size
+        if not self._model.is_multilingual and len(self._lang_tokens) == 1:
+            # CTranslate2 detects only with the full multilingual vocabulary; one language is no choice.
+            return [next(iter(self._lang_tokens))] * size
+        # Each clip's most likely language token, as transformers' generate() picks it.
+        return [pairs[0][0] for pairs in self._model.detect_language(encoded)]
+
+    @staticmethod
+    def _prompt(language_token: str) -> list[str]:
+        return ["<|startoftranscript|>", language_token, "<|transcribe|>", "<|notimestamps|>"]
+
+    def close(self) -> None:
+        self._model = None
+        self._mel = None
+        self._tokenizer = None
+
+
+def _usable_cores() -> int:
+    # The cores this process may run on (a container's share), not the host's count.
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _vocabulary(directory: Path) -> list[str]:
+    # The converter writes vocabulary.json; conversions made elsewhere (faster-whisper's) ship .txt.
+    path = directory / "vocabulary.json"
+    if path.is_file():
+        return list(json.loads(path.read_text()))
+    return (directory / "vocabulary.txt").read_text().splitlines()
+
+
+def _language_token(code: str) -> str:
+    return f"<|{code.strip().lower()}|>"
+
+
+def _is_language_token(token: str) -> bool:
+    # <|en|>, <|haw|>, <|yue|>: two or three lowercase letters between the markers.
+    inner = token[2:-2]
+    return token.startswith("<|") and token.endswith("|>") and 2 <= len(inner) <= 3 and inner.isalpha()
+
+
+def _convert_main(argv: list[str]) -> int:
+    """`python -m capsearch.ml.whisper_ct2.transcriber MODEL_ID CACHE_DIR OUT_DIR`: one conversion."""
+    model_id, cache_dir, out_dir = argv
+    transcriber = CT2WhisperTranscriber(model_id, cache_dir=Path(cache_dir))
+    try:
+        transcriber._export(transcriber._checkpoint(), Path(out_dir))
+    except ModelUnavailableError as exc:
+        print(exc.message)
+        return _UNAVAILABLE_EXIT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_convert_main(sys.argv[1:]))
