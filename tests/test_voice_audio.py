@@ -9,6 +9,7 @@ import pytest
 
 from capsearch.config import VoiceSettings
 from capsearch.pipelines.voice import has_speech, query_of
+from capsearch.voice.activity import LoudnessDetector
 from capsearch.voice.audio import (
     PCM_F32LE,
     PCM_S16LE,
@@ -65,7 +66,7 @@ def test_compressed_speech_decodes_through_pyav(speech: np.ndarray, fmt: str, co
     out = decode_audio(data, 30)
     # Encoders add a little padding; the length stays within 0.1 s and the speech stays loud.
     assert abs(out.size - speech.size) < SAMPLE_RATE // 10, (out.size, speech.size)
-    assert has_speech(out, VoiceSettings())
+    assert has_speech(out, LoudnessDetector(VoiceSettings()))
 
 
 @pytest.mark.parametrize(
@@ -103,7 +104,7 @@ def test_audio_over_the_cap_is_refused(fmt: str, codec: str) -> None:
 
 
 def test_silence_is_not_speech_and_speech_is(speech: np.ndarray) -> None:
-    settings = VoiceSettings()
+    settings = LoudnessDetector(VoiceSettings())
     assert not has_speech(silence(3.0) / 32768, settings)
     assert not has_speech(np.zeros(SAMPLE_RATE, np.float32), settings)
     # A click is loud but far shorter than min_speech_ms.
@@ -146,3 +147,18 @@ def test_speech_fixture_is_what_the_issue_describes(tmp_path: Path) -> None:
     data = make_speech_wav(tmp_path).read_bytes()
     assert sniff_format(data[:16]) == "wav"
     assert 1.0 < read_wav(data).size / SAMPLE_RATE < 3.0
+
+
+def test_with_silero_a_hum_is_not_speech_but_a_voice_is(speech: np.ndarray) -> None:
+    """The REST check and the live recordings share a detector: with Silero, a loud steady hum (which
+    the loudness rule takes for speech) is no speech, and a voice is."""
+    from capsearch.voice.vad import SileroDetector, SileroVad, VadParams
+
+    vad = SileroVad()
+    vad.load()
+    detector = SileroDetector(vad, VadParams.from_settings(VoiceSettings()))
+    hum = tone(2.0).astype(np.float32) / 32768
+    assert has_speech(hum, LoudnessDetector(VoiceSettings()))
+    assert not has_speech(hum, detector)
+    assert has_speech(speech / 32768, detector)
+    vad.close()

@@ -13,7 +13,10 @@ from fastapi.testclient import TestClient
 
 from capsearch.batching import Batcher
 from capsearch.config import BatchSettings, RateLimitSettings, Settings, VoiceSettings
+from capsearch.ml.speech import Clip
+from capsearch.services.search import SearchResult
 from capsearch.voice.audio import AudioError, decode_audio
+from capsearch.voice.stream import Partial
 from capsearch.voice.streams import VoiceStreams
 from capsearch.ws.frames import encode_pcm_frame
 from tests.voicekit import GatedTranscriber, frames, silence, tone, wav_bytes
@@ -88,8 +91,11 @@ def test_a_short_frame_that_is_not_the_last_ends_the_recording(
 
 
 class Owner:
-    async def voice_partial(self, stream_id: str, text: str, seconds: float) -> None:
+    async def voice_partial(self, stream_id: str, partial: Partial) -> None:
         raise AssertionError("silence is never transcribed")
+
+    async def voice_live_hits(self, stream_id: str, query: str, result: SearchResult) -> None:
+        raise AssertionError("silence is never searched")
 
     def voice_failed(self, stream_id: str, code: str, detail: str) -> None:
         raise AssertionError(code)
@@ -97,7 +103,7 @@ class Owner:
 
 async def test_a_recording_is_one_growing_buffer() -> None:
     model = GatedTranscriber()
-    batcher: Batcher[np.ndarray, str] = Batcher(model, BatchSettings(max_batch_size=1, max_wait_ms=0))
+    batcher: Batcher[Clip, str] = Batcher(model, BatchSettings(max_batch_size=1, max_wait_ms=0))
     await batcher.start()
     streams = VoiceStreams(VoiceSettings(max_seconds=30), batcher)
     try:
@@ -105,8 +111,8 @@ async def test_a_recording_is_one_growing_buffer() -> None:
         frame = 320  # the smallest frame allowed: the most frames a recording can be cut into
         sent = [(silence(frame / 16_000, seed=i).astype(np.float32) / 32768) for i in range(1500)]
         buffers: list[np.ndarray] = []
-        for samples in sent:
-            streams.feed(stream, samples)
+        for i, samples in enumerate(sent):
+            assert await streams.feed(stream, samples) == ("max_seconds" if i == len(sent) - 1 else None)
             if not buffers or buffers[-1] is not stream.buffer:
                 buffers.append(stream.buffer)
         # 1,500 frames (30 s): one float32 array, grown by doubling a handful of times, never per frame.
@@ -116,9 +122,10 @@ async def test_a_recording_is_one_growing_buffer() -> None:
         assert [b.size for b in buffers] == [32_000, 64_000, 128_000, 256_000, 480_000]
         assert np.array_equal(stream.audio(), np.concatenate(sent))
         assert stream.audio().base is stream.buffer  # a view, not a copy per pass
-        with pytest.raises(AudioError) as full:
-            streams.feed(stream, sent[0])
-        assert full.value.code == "audio_too_long"
+        # Full: nothing more is kept, and the recording is told to end (the socket then stops it).
+        assert await streams.feed(stream, sent[0]) == "max_seconds"
+        assert stream.samples == 30 * 16_000
+        streams.discard(stream)
         assert stream.buffer.size == 0 and streams.held_by(CLIENT) == 0
     finally:
         await streams.stop()

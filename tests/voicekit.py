@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from capsearch.ml.speech import Clip
+
 SAMPLE_RATE = 16_000
 PHRASE = "a dog running on the beach"
 FRAME_SAMPLES = SAMPLE_RATE // 5  # the page sends about every 200 ms
@@ -82,10 +84,10 @@ def frames(samples: np.ndarray, size: int = FRAME_SAMPLES) -> list[bytes]:
 
 
 class GatedTranscriber:
-    """A `Model[np.ndarray, str]` that holds every batch until the test lets exactly one through.
+    """A `Model[Clip, str]` that holds every batch until the test lets exactly one through.
 
     `entered` counts batches that reached the model; `release(n)` lets n batches finish. The answer
-    names the clip's length, so a test can tell which audio each pass covered.
+    names the clip's length (and a final's kind), so a test can tell which audio each pass covered.
     """
 
     name = "transcriber"
@@ -93,6 +95,7 @@ class GatedTranscriber:
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []  # clip lengths (samples) of each batch, in order
+        self.finals: list[list[bool]] = []  # which of them were final passes
         self._release = threading.Semaphore(0)
         self._entered = threading.Semaphore(0)
         self.closed = False
@@ -100,12 +103,13 @@ class GatedTranscriber:
     def load(self) -> None:
         pass
 
-    def predict(self, batch: list[np.ndarray]) -> list[str]:
+    def predict(self, batch: list[Clip]) -> list[str]:
         self._entered.release()
         if not self._release.acquire(timeout=30):
             raise TimeoutError("the test never released this batch")
-        self.batches.append([clip.size for clip in batch])
-        return [f"heard {clip.size} samples" for clip in batch]
+        self.batches.append([clip.samples.size for clip in batch])
+        self.finals.append([clip.final for clip in batch])
+        return [f"heard {clip.samples.size} samples" for clip in batch]
 
     def wait_entered(self, timeout: float = 30) -> None:
         """Block until one more batch is inside predict (call from a thread, not the event loop)."""

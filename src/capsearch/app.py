@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import numpy as np
 from fastapi import FastAPI
 from PIL import Image as PILImage
 from starlette.requests import Request
@@ -29,6 +28,7 @@ from capsearch.config import Settings, get_settings
 from capsearch.db.migrate import current_revision, head_revision, script_head
 from capsearch.hosts import HostPolicy
 from capsearch.ml.base import Embedder, Model
+from capsearch.ml.speech import Clip
 from capsearch.ratelimit import RateLimits
 from capsearch.shutdown import ShutdownClock
 from capsearch.startup import ModelLoader, StartupTimer
@@ -39,7 +39,7 @@ log = logging.getLogger("capsearch")
 
 CaptionerFactory = Callable[[Settings], Model[PILImage.Image, str]]
 EmbedderFactory = Callable[[Settings], Embedder]
-TranscriberFactory = Callable[[Settings], Model[np.ndarray, str]]
+TranscriberFactory = Callable[[Settings], Model[Clip, str]]
 
 
 class SchemaOutOfDateError(RuntimeError):
@@ -58,7 +58,7 @@ def default_embedder(settings: Settings) -> Embedder:
     return build_embedder(settings)
 
 
-def default_transcriber(settings: Settings) -> Model[np.ndarray, str]:
+def default_transcriber(settings: Settings) -> Model[Clip, str]:
     from capsearch.ml.factory import build_transcriber
 
     return build_transcriber(settings)

@@ -21,10 +21,11 @@ from PIL import Image as PILImage
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from capsearch.batching import Batcher
-from capsearch.config import BatchSettings, Settings
+from capsearch.config import BatchSettings, Settings, VoiceSettings
 from capsearch.db.session import create_engine, session_factory
 from capsearch.events import EventBus
 from capsearch.ml.base import Embedder, Model
+from capsearch.ml.speech import Clip
 from capsearch.periodic import Periodic
 from capsearch.pipelines.images import ImagePipeline
 from capsearch.pipelines.voice import VoicePipeline
@@ -37,6 +38,7 @@ from capsearch.shutdown import ShutdownClock, stop_within
 from capsearch.startup import StartupTimer
 from capsearch.storage import ContentStore
 from capsearch.templating import web_dir
+from capsearch.voice.activity import ActivityDetector, LoudnessDetector
 from capsearch.voice.streams import VoiceStreams
 from capsearch.ws.feed import LiveFeed
 from capsearch.ws.uploads import UploadRegistry
@@ -194,26 +196,41 @@ async def build_images(
 
 @dataclass
 class VoiceParts:
-    transcriber: Model[np.ndarray, str]
-    batcher: Batcher[np.ndarray, str]
+    transcriber: Model[Clip, str]
+    batcher: Batcher[Clip, str]
     streams: VoiceStreams
     pipeline: VoicePipeline
+
+
+async def build_detector(stack: AsyncExitStack, settings: VoiceSettings) -> ActivityDetector:
+    """Silero VAD (a ~1 MB ONNX model, loaded off the loop), or the loudness rule when it is off."""
+    if not settings.vad:
+        return LoudnessDetector(settings)
+    from capsearch.voice.vad import SileroDetector, SileroVad, VadParams
+
+    vad = SileroVad()
+    await asyncio.to_thread(vad.load)
+    stack.callback(vad.close)
+    return SileroDetector(vad, VadParams.from_settings(settings))
 
 
 async def build_voice(
     stack: AsyncExitStack,
     base: Foundation,
     search: SearchParts,
-    transcriber: Awaitable[Model[np.ndarray, str]],
+    transcriber: Awaitable[Model[Clip, str]],
 ) -> VoiceParts:
     settings = base.settings
     model = await transcriber
     batcher = await start_batcher(stack, base.clock, model, settings.transcribe_batch)
     # Stopped before the batcher: live recordings end and their queued passes leave the queue.
-    streams = VoiceStreams(settings.voice, batcher)
+    detector = await build_detector(stack, settings.voice)
+    pipeline = VoicePipeline(
+        settings=settings.voice, transcriber=batcher, search=search.search, detector=detector
+    )
+    streams = VoiceStreams(settings.voice, batcher, detector=detector, search=pipeline.search_transcript)
     await streams.start()
     stack.push_async_callback(streams.stop)
-    pipeline = VoicePipeline(settings=settings.voice, transcriber=batcher, search=search.search)
     return VoiceParts(model, batcher, streams, pipeline)
 
 

@@ -144,6 +144,14 @@ class VoiceSettings(BaseModel):
     # The page sends 200 ms frames; tiny frames cost a message each for almost no audio. A shorter
     # frame is allowed only as the last one before `voice.stop` (the page flushes what is left).
     min_frame_samples: int = Field(320, ge=1, le=16_000, description="20 ms at 16 kHz")
+    # After this much silence the final pass starts over what was said, so that when the silence
+    # becomes an end of speech its transcript is (nearly) ready; speech that resumes discards it.
+    final_after_silence_ms: float = Field(200.0, ge=0)
+    # Silence put before the audio of every pass: Whisper tends to drop a word that starts at the very
+    # first sample (measured in `capsearch bench --only voice`).
+    lead_in_ms: float = Field(0.0, ge=0, le=2000)
+    # Hits while speaking: a search of the settled words at most this often per recording.
+    live_search_interval_ms: float = Field(300.0, ge=0)
 
 
 class GallerySettings(BaseModel):

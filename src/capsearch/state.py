@@ -12,6 +12,7 @@ from capsearch.batching import Batcher
 from capsearch.config import Settings
 from capsearch.events import EventBus
 from capsearch.ml.base import Embedder, Model
+from capsearch.ml.speech import Clip
 from capsearch.pipelines.images import ImagePipeline
 from capsearch.pipelines.voice import VoicePipeline
 from capsearch.ratelimit import RateLimits
@@ -42,8 +43,8 @@ class AppState:
     indexer: SearchIndexer
     search: SearchService
     uploads: UploadRegistry
-    transcriber: Model[np.ndarray, str]
-    transcribe_batcher: Batcher[np.ndarray, str]
+    transcriber: Model[Clip, str]
+    transcribe_batcher: Batcher[Clip, str]
     voice: VoicePipeline
     voice_streams: VoiceStreams
     gallery: Gallery

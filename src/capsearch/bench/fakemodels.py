@@ -8,6 +8,8 @@ import hashlib
 import numpy as np
 from PIL import Image as PILImage
 
+from capsearch.ml.speech import Clip
+
 FAKE_DIM = 384  # all-MiniLM-L6-v2's width, so the search index is the size the real app builds
 
 
@@ -58,7 +60,7 @@ class FakeTranscriber:
     def load(self) -> None:
         pass
 
-    def predict(self, batch: list[np.ndarray]) -> list[str]:
+    def predict(self, batch: list[Clip]) -> list[str]:
         return ["" for _ in batch]
 
     def close(self) -> None:

@@ -21,16 +21,22 @@ import numpy as np
 from capsearch.batching import Batcher, Priority
 from capsearch.config import VoiceSettings
 from capsearch.errors import CapsearchError
+from capsearch.ml.speech import Clip
 from capsearch.services.search import SearchResult, SearchService
-from capsearch.voice.audio import SAMPLE_RATE, AudioError, decode_audio, loud_samples, no_speech
-from capsearch.voice.stream import Transcript, VoiceStream
+from capsearch.voice.activity import ActivityDetector
+from capsearch.voice.audio import SAMPLE_RATE, AudioError, decode_audio, no_speech
+from capsearch.voice.stream import Transcript, VoiceStream, lead_in, pass_clip
 
 log = logging.getLogger(__name__)
+_CHUNK = 512  # Silero VAD's chunk: 32 ms at 16 kHz
 
 
-def has_speech(samples: np.ndarray, settings: VoiceSettings) -> bool:
-    """At least `min_speech_ms` of 20 ms windows at or above `speech_rms`: quiet rooms stay silent."""
-    return loud_samples(samples, settings.speech_rms) * 1000 >= settings.min_speech_ms * SAMPLE_RATE
+def has_speech(samples: np.ndarray, detector: ActivityDetector) -> bool:
+    """At least `min_speech_ms` of speech, judged as live recordings are (Silero VAD, or the loudness
+    rule): quiet rooms, clicks and (with Silero) hums stay silent."""
+    pad = -samples.size % _CHUNK  # the detector hears whole chunks: the clip's last one too
+    clip = np.pad(samples, (0, pad)) if pad else samples
+    return detector.new_stream().feed(clip).heard_speech
 
 
 def query_of(transcript: str, max_chars: int) -> str:
@@ -55,12 +61,15 @@ class VoicePipeline:
         self,
         *,
         settings: VoiceSettings,
-        transcriber: Batcher[np.ndarray, str],
+        transcriber: Batcher[Clip, str],
         search: SearchService,
+        detector: ActivityDetector,
     ) -> None:
         self.settings = settings
+        self.detector = detector
         self.transcriber = transcriber
         self.search = search
+        self._lead_in = lead_in(settings.lead_in_ms)
 
     async def decode(self, data: bytes) -> np.ndarray:
         """Any supported file to 16 kHz mono float32, in a worker thread; raises AudioError."""
@@ -75,9 +84,9 @@ class VoicePipeline:
 
     async def transcribe(self, samples: np.ndarray) -> Transcript:
         """Transcribe a whole clip; raises AudioError(no_speech) for silence without asking the model."""
-        if not await asyncio.to_thread(has_speech, samples, self.settings):
+        if not await asyncio.to_thread(has_speech, samples, self.detector):
             raise no_speech()
-        text = await self.transcriber.run(samples, Priority.INTERACTIVE)
+        text = await self.transcriber.run(pass_clip(samples, self._lead_in, final=True), Priority.INTERACTIVE)
         if not text:
             raise AudioError("no_speech", "No words were recognised in this recording.")
         return Transcript(text, samples.size / SAMPLE_RATE)

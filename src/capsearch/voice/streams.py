@@ -1,14 +1,17 @@
 """Live voice streams: PCM in while someone speaks, partial transcripts out, one final transcript at stop.
 
-Per stream the audio grows in one float32 buffer (16 kHz mono, at most `max_seconds`) that doubles when
-full: nothing is kept per frame. While recording, the whole buffer is transcribed again and again
-through the transcriber's batcher, because Whisper has no streaming mode: each pass sees everything
-said so far. At most one pass per stream is ever queued or running; audio that arrives meanwhile waits
-and goes into the next pass, all of it at once (coalescing), so a slow model makes partials less
-frequent, never later and later.
+Per stream the audio grows in one float32 buffer (16 kHz mono, at most `max_seconds`) that doubles
+when full. A speech detector (Silero VAD, or the loudness rule) judges every frame in a worker thread.
+While the person speaks, the audio so far is transcribed again and again as *partials* (shortened
+windows where the backend has them): at most one pass per stream is queued or running, audio arriving
+meanwhile joins the next pass (coalescing), and silence calls for no pass, so a slow model makes
+partials less frequent, never later and later. Words two partials agree on settle (LocalAgreement-2)
+and are searched while the person still speaks.
 
-Partial passes run at background priority and final passes at interactive priority: the person who
-pressed stop is waiting for hits, while a partial only refreshes text already on screen.
+The final is always a full-window pass, started early: after `final_after_silence_ms` of quiet, a final
+pass over what was said is queued; if the quiet lasts `end_silence_ms` the recording ends by itself
+with that pass as its final (speech that resumes discards it). Partials run at background priority,
+finals at interactive priority.
 """
 
 from __future__ import annotations
@@ -16,36 +19,62 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Literal
 
 import numpy as np
 
 from capsearch.batching import Priority
 from capsearch.config import VoiceSettings
 from capsearch.errors import CapsearchError
+from capsearch.ml.speech import Clip
 from capsearch.periodic import Periodic, sweep_interval
 from capsearch.ratelimit import ClientSlots
-from capsearch.voice.audio import SAMPLE_RATE, AudioError, loud_samples, no_speech
-from capsearch.voice.stream import Pass, StreamOwner, Transcriber, Transcript, VoiceError, VoiceStream
+from capsearch.services.search import SearchResult
+from capsearch.voice.activity import ActivityDetector, LoudnessDetector
+from capsearch.voice.audio import SAMPLE_RATE, AudioError, no_speech
+from capsearch.voice.live_search import LiveSearch
+from capsearch.voice.stream import (
+    Partial,
+    Pass,
+    StreamOwner,
+    Transcriber,
+    Transcript,
+    VoiceError,
+    VoiceStream,
+    lead_in,
+    pass_clip,
+    short_frame,
+)
 
 log = logging.getLogger(__name__)
+
+# Why a recording ended without voice.stop.
+StopReason = Literal["silence", "max_seconds"]
 
 
 class VoiceStreams:
     """Every live voice stream of the app, keyed by the client's stream id."""
 
-    def __init__(self, settings: VoiceSettings, transcriber: Transcriber) -> None:
+    def __init__(
+        self,
+        settings: VoiceSettings,
+        transcriber: Transcriber,
+        *,
+        detector: ActivityDetector | None = None,
+        search: Callable[[str], Awaitable[SearchResult]] | None = None,
+    ) -> None:
         self.settings = settings
         self.transcriber = transcriber
+        self.detector: ActivityDetector = detector or LoudnessDetector(settings)
+        self._live = LiveSearch(search, settings.live_search_interval_ms / 1000) if search else None
         self._streams: dict[str, VoiceStream] = {}
         self._clients = ClientSlots(settings.max_streams_per_client)
         self._sweeper = Periodic(
             "sweeping voice streams", sweep_interval(settings.stream_timeout_s, ceiling_s=5.0), self.sweep
         )
         self._max_samples = int(settings.max_seconds * SAMPLE_RATE)
-        self._min_loud = int(settings.min_speech_ms * SAMPLE_RATE / 1000)
-        self._first_partial_loud = max(self._min_loud, int(settings.first_partial_ms * SAMPLE_RATE / 1000))
+        self._lead_in = lead_in(settings.lead_in_ms)
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -88,101 +117,135 @@ class VoiceStreams:
             raise VoiceError(
                 "busy", "Too many people are recording right now; try again in a moment.", status_code=503
             )
-        stream = VoiceStream(stream_id, owner, search, time.monotonic(), client)
+        stream = VoiceStream(stream_id, owner, search, time.monotonic(), self.detector.new_stream(), client)
         self._streams[stream_id] = stream
         return stream
 
-    def feed(self, stream: VoiceStream, samples: np.ndarray) -> None:
-        """Append one frame's samples and make sure a partial pass will see them."""
-        if stream.samples + samples.size > self._max_samples:
+    async def feed(self, stream: VoiceStream, samples: np.ndarray) -> StopReason | None:
+        """Append one frame's samples, judge them, and start whatever passes they call for. Returns why
+        the recording should end now (the speaker went quiet, or the cap), or None to go on."""
+        error = short_frame(stream, samples.size, self.settings.min_frame_samples)
+        if error is not None:
             self.discard(stream)
-            limit = f"{self.settings.max_seconds:g}"
-            raise AudioError(
-                "audio_too_long", f"Recordings may be at most {limit} seconds long; this one was stopped."
-            )
-        if stream.short_frame or samples.size < self.settings.min_frame_samples:
-            # Tiny frames cost a message each for next to no audio; only the page's final flush is short.
-            if stream.short_frame:
-                self.discard(stream)
-                n = self.settings.min_frame_samples
-                raise AudioError(
-                    "frame_too_small",
-                    f"Audio frames must hold at least {n:,} samples; only the last one before voice.stop "
-                    "may be shorter. This recording was stopped.",
-                )
-            stream.short_frame = True
+            raise error
+        room = self._max_samples - stream.samples
+        capped = samples.size >= room
+        samples = samples[:room]
         if samples.size == 0:
-            return  # no audio is no sign of life: the stall timeout still ends a silent sender
+            # No audio is no sign of life: the stall timeout still ends a silent sender.
+            return "max_seconds" if capped else None
         stream.touched = time.monotonic()
         stream.append(samples, self._max_samples)
-        if stream.loud < self._first_partial_loud:
-            stream.loud += loud_samples(samples, self.settings.speech_rms)
-            stream.speech = stream.loud >= self._min_loud
+        activity = await asyncio.to_thread(stream.detector.feed, samples)
+        if stream.finishing or self._streams.get(stream.id) is not stream:
+            return None
+        stream.activity = activity
+        if not stream.speech:
+            return "max_seconds" if capped else None
+        s = self.settings
         # Until someone has said enough there is nothing to transcribe (Whisper invents words for
-        # silence and for half a syllable alike).
-        if stream.loud >= self._first_partial_loud and stream.task is None:
+        # silence and for half a syllable alike); then only new speech calls for another partial.
+        if activity.speech_ms >= s.first_partial_ms and stream.task is None and self._new_speech(stream):
             stream.task = asyncio.create_task(self._partials(stream), name=f"voice-{stream.id}")
+        self._early_final(stream, activity.silence_ms)
+        if capped:
+            return "max_seconds"
+        return "silence" if activity.ended and s.end_silence_ms > 0 else None
+
+    @staticmethod
+    def _new_speech(stream: VoiceStream) -> bool:
+        return stream.speech_end > stream.covered
+
+    def _clip(self, audio: np.ndarray, *, final: bool) -> Clip:
+        return pass_clip(audio, self._lead_in, final=final)
+
+    def _early_final(self, stream: VoiceStream, silence_ms: float) -> None:
+        """Start the final pass in a silence; drop one that speech has since made stale."""
+        early = stream.early_final
+        if early is not None and early.samples < stream.speech_end:
+            early.future.cancel()  # the speaker went on: it no longer covers what was said
+            stream.early_final = early = None
+        if early is not None or silence_ms < self.settings.final_after_silence_ms:
+            return
+        audio = stream.audio()
+        try:
+            stream.early_final = Pass(audio.size, self.transcriber.submit(self._clip(audio, final=True)))
+        except CapsearchError as e:  # busy or shutting down: the stop will try again
+            log.debug("voice %s: early final skipped: %s", stream.id, e.message)
 
     async def _partials(self, stream: VoiceStream) -> None:
-        """Transcribe the growing buffer, one pass at a time, until it stops growing or the stream ends."""
+        """Transcribe the growing buffer, one pass at a time, while new speech keeps coming."""
         try:
-            while not stream.finishing and stream.samples > (stream.done[0] if stream.done else 0):
+            while not stream.finishing and self._new_speech(stream):
                 audio = stream.audio()
                 try:
-                    future = self.transcriber.submit(audio, Priority.BACKGROUND)
+                    future = self.transcriber.submit(self._clip(audio, final=False), Priority.BACKGROUND)
                 except CapsearchError as e:  # busy or shutting down: skip; the next frame tries again
                     log.debug("voice %s: partial pass skipped: %s", stream.id, e.message)
                     return
                 stream.pending = Pass(audio.size, future)
                 try:
-                    # Shielded: finish() may take this pass over as the final one.
-                    text = await asyncio.shield(future)
-                except CapsearchError as e:
-                    log.debug("voice %s: partial pass failed: %s", stream.id, e.message)
+                    text = await future
+                except (CapsearchError, asyncio.CancelledError) as e:
+                    if not future.cancelled():
+                        log.debug("voice %s: partial pass failed: %s", stream.id, e)
                     return
                 finally:
                     stream.pending = None
-                stream.done = (audio.size, text)
+                stream.covered = audio.size
                 if stream.finishing or self._streams.get(stream.id) is not stream:
                     return
-                # Sent even when the words did not change: `seconds` shows the page how far it got.
                 if text:
-                    await stream.owner.voice_partial(stream.id, text, audio.size / SAMPLE_RATE)
+                    await self._partial(stream, text, audio.size)
         finally:
             stream.task = None
+
+    async def _partial(self, stream: VoiceStream, text: str, samples: int) -> None:
+        words = stream.settler.update(text)
+        # Sent even when the words did not change: `seconds` shows the page how far it got.
+        await stream.owner.voice_partial(
+            stream.id, Partial(text, words.settled, words.tentative, samples / SAMPLE_RATE)
+        )
+        if stream.search and self._live is not None and words.settled_changed:
+            self._live.request(stream, words.settled)
 
     def finish(self, stream: VoiceStream) -> Coroutine[Any, Any, Transcript]:
         """Stop taking audio now and pick the final pass; await the result for the final transcript.
 
         Synchronous up to the returned coroutine, so a stop is in effect the moment it is read: later
-        frames are refused and a stale partial pass leaves the queue at once. The coroutine raises
+        frames are refused and a partial pass still queued leaves it at once. The coroutine raises
         AudioError(no_speech) or the model's CapsearchError; the stream is gone afterwards either way.
         """
         stream.finishing = True
+        self._quiet(stream)
         if not stream.speech:
             self.discard(stream)
             return self._refuse(no_speech())
-        total = stream.samples
-        pending = stream.pending
-        # The last partial pass may already cover every sample (people pause before pressing stop):
-        # then it is the final transcript, and the person waits for no model pass at all.
-        if stream.done is not None and stream.done[0] == total:
-            return self._final(stream, stream.done[1])
-        if pending is not None and pending.samples == total:
-            return self._final(stream, asyncio.shield(pending.future))
-        if pending is not None:
-            # Stale: still queued, it leaves the queue; already running, its result is dropped.
-            pending.future.cancel()
+        early = stream.early_final
+        # An early final that covers every word said (only silence came after it) is the final.
+        if early is not None and early.samples >= stream.speech_end and not early.future.cancelled():
+            return self._final(stream, early.future)
+        if early is not None:
+            early.future.cancel()
         try:
-            final = self.transcriber.submit(stream.audio(), Priority.INTERACTIVE)
+            final = self.transcriber.submit(self._clip(stream.audio(), final=True), Priority.INTERACTIVE)
         except CapsearchError as e:  # busy or shutting down
             self.discard(stream)
             return self._refuse(e)
         return self._final(stream, final)
 
-    async def _final(self, stream: VoiceStream, source: str | Awaitable[str]) -> Transcript:
+    @staticmethod
+    def _quiet(stream: VoiceStream) -> None:
+        """No more partials or live searches: the final's transcript and hits replace them."""
+        if stream.pending is not None and not stream.pending.future.done():
+            stream.pending.future.cancel()
+        for task in (stream.task, stream.search_task):
+            if task is not None:
+                task.cancel()
+
+    async def _final(self, stream: VoiceStream, source: Awaitable[str]) -> Transcript:
         try:
-            text = source if isinstance(source, str) else await source
+            text = await source
             if not text:
                 raise AudioError("no_speech", "No words were recognised in this recording.")
             return Transcript(text, stream.seconds)
@@ -194,16 +257,16 @@ class VoiceStreams:
         raise error
 
     def discard(self, stream: VoiceStream) -> None:
-        """Forget a stream and its audio; a partial pass of it still queued leaves the queue."""
+        """Forget a stream and its audio; its passes still queued leave the queue."""
         if self._streams.get(stream.id) is stream:
             del self._streams[stream.id]
             if stream.client is not None:
                 self._clients.release(stream.client)
         stream.finishing = True
-        if stream.pending is not None and not stream.pending.future.done():
-            stream.pending.future.cancel()
-        if stream.task is not None:
-            stream.task.cancel()
+        self._quiet(stream)
+        early = stream.early_final
+        if early is not None and not early.future.done():
+            early.future.cancel()
         stream.buffer = np.zeros(0, np.float32)  # a pass still running keeps its own view alive
 
     def discard_owner(self, owner: StreamOwner) -> int:

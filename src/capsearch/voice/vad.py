@@ -262,3 +262,15 @@ class VadStream:
             ended_at=self._ended_at,
             probs=probs,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SileroDetector:
+    """The live streams' detector (capsearch.voice.activity.ActivityDetector): the shared session, with
+    the app's settings for every recording."""
+
+    vad: SileroVad
+    params: VadParams
+
+    def new_stream(self) -> VadStream:
+        return self.vad.new_stream(self.params)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
@@ -18,7 +19,7 @@ from capsearch.ratelimit import RateLimits
 from capsearch.services.search import SearchResult
 from capsearch.shapes import search_response, search_results_html
 from capsearch.voice.audio import SAMPLE_RATE, pcm_to_float
-from capsearch.voice.stream import Transcript, VoiceStream
+from capsearch.voice.stream import Partial, Transcript, VoiceStream
 from capsearch.voice.streams import VoiceStreams
 from capsearch.ws.frames import PcmFrame
 from capsearch.ws.messages import (
@@ -32,6 +33,7 @@ from capsearch.ws.messages import (
     VoicePartial,
     VoiceStart,
     VoiceStop,
+    VoiceStopped,
 )
 
 log = logging.getLogger(__name__)
@@ -68,18 +70,21 @@ class _Results:
         await self.channel.send(VoiceFinal(id=self.stream_id, text=transcript.text, seconds=seconds))
 
     async def hits(self, transcript: Transcript, result: SearchResult) -> None:
-        response = search_response(result)
-        await self.channel.send(
-            VoiceHits(
-                id=self.stream_id,
-                transcript=transcript.text,
-                query=result.query,
-                hits=response.hits,
-                no_match=response.no_match,
-                # The results panel itself, from the search template: the page shows it as it is.
-                html=search_results_html(response),
-            )
-        )
+        await self.channel.send(hits_message(self.stream_id, transcript.text, result, partial=False))
+
+
+def hits_message(stream_id: str, transcript: str, result: SearchResult, *, partial: bool) -> VoiceHits:
+    response = search_response(result)
+    return VoiceHits(
+        id=stream_id,
+        transcript=transcript,
+        query=result.query,
+        hits=response.hits,
+        no_match=response.no_match,
+        # The results panel itself, from the search template: the page shows it as it is.
+        html=search_results_html(response),
+        partial=partial,
+    )
 
 
 class VoiceHandler:
@@ -98,6 +103,9 @@ class VoiceHandler:
         self.streams = streams
         self.voice = voice
         self._mine: dict[str, VoiceStream] = {}  # recording or finishing on this socket
+        # Ended by the server (silence, cap): frames and a stop the page sent before it heard so are
+        # dropped without an error. The latest few ids; the page starts each recording with a new one.
+        self._ended: deque[str] = deque(maxlen=16)
 
     async def _error(self, stream_id: str, code: str, detail: str, retry_after: int | None = None) -> None:
         await self.channel.send(
@@ -112,8 +120,19 @@ class VoiceHandler:
 
     # ---- called by the engine -----------------------------------------------------------------
 
-    async def voice_partial(self, stream_id: str, text: str, seconds: float) -> None:
-        await self.channel.send(VoicePartial(id=stream_id, text=text, seconds=round(seconds, 2)))
+    async def voice_partial(self, stream_id: str, partial: Partial) -> None:
+        await self.channel.send(
+            VoicePartial(
+                id=stream_id,
+                text=partial.text,
+                settled=partial.settled,
+                tentative=partial.tentative,
+                seconds=round(partial.seconds, 2),
+            )
+        )
+
+    async def voice_live_hits(self, stream_id: str, query: str, result: SearchResult) -> None:
+        await self.channel.send(hits_message(stream_id, query, result, partial=True))
 
     def voice_failed(self, stream_id: str, code: str, detail: str) -> None:
         self._mine.pop(stream_id, None)
@@ -151,16 +170,27 @@ class VoiceHandler:
         )
 
     async def frame(self, frame: PcmFrame) -> None:
+        if frame.stream_id in self._ended:
+            return
         stream = self._recording(frame.stream_id)
         try:
             samples = pcm_to_float(frame.payload, frame.encoding)
-            self.streams.feed(stream, samples)
-        except CapsearchError as e:  # bad_pcm, frame_too_small, audio_too_long: the recording is over
+            reason = await self.streams.feed(stream, samples)
+        except CapsearchError as e:  # bad_pcm, frame_too_small: the recording is over
             self._drop(stream)
             await self._error(stream.id, e.code, e.message)
+            return
+        if reason is not None and not stream.finishing:
+            self._ended.append(stream.id)
+            await self.channel.send(VoiceStopped(id=stream.id, reason=reason))
+            self._stop(stream)
 
     async def stop(self, message: VoiceStop) -> None:
-        stream = self._recording(message.id)
+        if message.id in self._ended:
+            return  # the server ended it first; the page's stop crossed our voice.stopped
+        self._stop(self._recording(message.id))
+
+    def _stop(self, stream: VoiceStream) -> None:
         final = self.streams.finish(stream)  # in effect now: later frames for it are refused
         # Its own task: transcribing and searching take a while, and other messages keep flowing.
         self.channel.spawn(self._finish(stream, final))
@@ -189,4 +219,5 @@ class VoiceHandler:
     async def close(self) -> None:
         """The socket closed: its recordings end at once (there is no resuming a live recording)."""
         self._mine.clear()
+        self._ended.clear()
         self.streams.discard_owner(self)
