@@ -23,6 +23,7 @@ from capsearch.ws.frames import encode_pcm_frame
 
 FRAME = SAMPLE_RATE // 5  # 200 ms, what the page sends
 PHRASE = "a dog running on the beach"
+AUTO_STOP_WAIT_S = 5  # silence a page keeps sending, at most, for the server to end the recording
 
 
 @dataclass
@@ -31,8 +32,10 @@ class Recording:
 
     sent_at: list[float] = field(default_factory=list)  # when each frame was sent
     partials: list[tuple[float, float]] = field(default_factory=list)  # (received at, seconds covered)
+    live_hits: list[float] = field(default_factory=list)  # hits of settled words, while speaking
     started: float = 0.0  # when the first sample was "said"
-    stop_at: float = 0.0
+    stop_at: float = 0.0  # voice.stop sent, or voice.stopped received (auto-stop)
+    auto_stopped: str = ""  # the server's reason, when it ended the recording itself
     final_at: float = 0.0
     hits_at: float = 0.0
     text: str = ""
@@ -41,15 +44,19 @@ class Recording:
 
 
 def speech_clip(phrase: str = PHRASE) -> tuple[np.ndarray, str]:
-    """int16 16 kHz mono speech from espeak-ng, or a loud hum standing in for it (and why)."""
+    """int16 16 kHz mono speech from Festival's HTS voice or espeak-ng, or a loud hum standing in for
+    it (and why)."""
+    from capsearch.bench.voice_wer import festival_missing, festival_speech
+    from capsearch.voice.audio import resample
+
+    if festival_missing() is None:
+        return (festival_speech(phrase) * 32767).astype(np.int16), "Festival HTS"
     if shutil.which("espeak-ng") is None:
         t = np.arange(int(1.5 * SAMPLE_RATE)) / SAMPLE_RATE
         return (np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16), "espeak-ng missing: a hum, not words"
     raw = subprocess.run(["espeak-ng", "--stdout", phrase], check=True, capture_output=True).stdout
     with wave.open(io.BytesIO(raw)) as w:
         rate, samples = w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), "<i2")
-    from capsearch.voice.audio import resample
-
     return (resample(samples.astype(np.float32) / 32768, rate) * 32767).astype(np.int16), "espeak-ng"
 
 
@@ -61,8 +68,11 @@ def timeline(speech: np.ndarray, lead_s: float = 0.4, tail_s: float = 0.6) -> tu
     return np.concatenate([lead, speech, tail]), lead_s + first / SAMPLE_RATE, lead_s + last / SAMPLE_RATE
 
 
-async def record(url: str, stream_id: str, audio: np.ndarray, *, delay_s: float = 0.0) -> Recording:
-    """Speak `audio` into a fresh socket in real time, stop, and collect everything that comes back."""
+async def record(
+    url: str, stream_id: str, audio: np.ndarray, *, delay_s: float = 0.0, auto_stop: bool = False
+) -> Recording:
+    """Speak `audio` into a fresh socket in real time, stop, and collect everything that comes back.
+    `auto_stop`: never press stop; keep the microphone on (silence) until the server ends it."""
     from websockets.asyncio.client import connect
 
     loop = asyncio.get_running_loop()
@@ -78,6 +88,10 @@ async def record(url: str, stream_id: str, audio: np.ndarray, *, delay_s: float 
                 now = loop.time()
                 if msg["type"] == "voice.partial":
                     rec.partials.append((now, float(msg["seconds"])))
+                elif msg["type"] == "voice.stopped":
+                    rec.stop_at, rec.auto_stopped = now, msg["reason"]
+                elif msg["type"] == "voice.hits" and msg.get("partial"):
+                    rec.live_hits.append(now)
                 elif msg["type"] == "voice.final":
                     rec.final_at, rec.text = now, msg["text"]
                 elif msg["type"] == "voice.hits":
@@ -90,14 +104,19 @@ async def record(url: str, stream_id: str, audio: np.ndarray, *, delay_s: float 
 
         listener = asyncio.create_task(listen())
         rec.started = loop.time()
+        if auto_stop:  # the microphone stays on until the server hears the speaker is done
+            audio = np.concatenate([audio, np.zeros(AUTO_STOP_WAIT_S * SAMPLE_RATE, np.int16)])
         for i in range(0, audio.size, FRAME):
+            if rec.auto_stopped or listener.done():
+                break
             # A frame exists once the microphone has produced its last sample.
             ready = rec.started + min(i + FRAME, audio.size) / SAMPLE_RATE
             await asyncio.sleep(max(0.0, ready - loop.time()))
             await ws.send(encode_pcm_frame(stream_id, audio[i : i + FRAME].astype("<i2").tobytes()))
             rec.sent_at.append(loop.time())
-        rec.stop_at = loop.time()
-        await ws.send(json.dumps({"type": "voice.stop", "id": stream_id}))
+        if not rec.auto_stopped:
+            rec.stop_at = loop.time()
+            await ws.send(json.dumps({"type": "voice.stop", "id": stream_id}))
         await asyncio.wait_for(listener, 300)
         await ws.close(1000)
     return rec

@@ -63,8 +63,9 @@ def _serve_main(settings_json: str, clip: np.ndarray, conn: Connection) -> None:
 
 
 @contextmanager
-def voice_server(settings: Settings, clip: np.ndarray) -> Iterator[tuple[int, float]]:
-    """(port, seconds of one pass alone) of a real server in a child process, with captions to find."""
+def voice_server(settings: Settings, clip: np.ndarray) -> Iterator[tuple[int, tuple[float, float]]]:
+    """(port, (final pass, partial pass) alone) of a real server in a child process, with captions to
+    find."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_serve_main, args=(settings.model_dump_json(), clip, child))
@@ -86,18 +87,24 @@ def voice_server(settings: Settings, clip: np.ndarray) -> Iterator[tuple[int, fl
             proc.kill()
 
 
-def single_pass_seconds(transcriber: Any, clip: np.ndarray, repeat: int = 5) -> float:
-    """One stream's pass, model alone: the unit "one pass behind" is measured in. The fastest of a
-    few runs after warming up, because a busy shared CPU only ever makes a run slower."""
+def single_pass_seconds(transcriber: Any, clip: np.ndarray, repeat: int = 5) -> tuple[float, float]:
+    """(final pass, partial pass) of one stream over `clip`, model alone: the units "one pass behind"
+    is measured in. The fastest of a few runs after warming up, because a busy shared CPU only ever
+    makes a run slower."""
+    from capsearch.ml.speech import Clip
+
     audio = clip.astype(np.float32) / 32768
-    for _ in range(2):
-        transcriber.predict([audio])
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        transcriber.predict([audio])
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    out = []
+    for final in (True, False):
+        for _ in range(2):
+            transcriber.predict([Clip(audio, final=final)])
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            transcriber.predict([Clip(audio, final=final)])
+            times.append(time.perf_counter() - t0)
+        out.append(min(times))
+    return out[0], out[1]
 
 
 def real_whisper_dir(settings: Settings) -> tuple[str | None, str]:
