@@ -168,6 +168,17 @@ def test_finals_give_the_same_tokens_as_transformers(
 
 
 @needs_ct2
+@pytest.mark.parametrize("cap", [1, 2, 5])
+def test_a_small_token_cap_is_the_same_on_both(tiny_dir: Path, cap: int) -> None:
+    clips = [Clip(c) for c in _clips()]
+    reference = WhisperTranscriber(str(tiny_dir), cache_dir=tiny_dir.parent, max_new_tokens=cap)
+    reference.load()
+    fast = _ct2(tiny_dir, max_new_tokens=cap)
+    assert max(map(len, fast.token_ids(clips))) == cap
+    assert fast.predict(clips) == reference.predict(clips)
+
+
+@needs_ct2
 def test_the_features_match_transformers(tiny_dir: Path, fast: CT2WhisperTranscriber) -> None:
     from transformers import WhisperFeatureExtractor
 

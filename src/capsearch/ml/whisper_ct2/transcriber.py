@@ -170,9 +170,10 @@ class CT2WhisperTranscriber:
         if self.language is not None and _language_token(self.language) not in self._lang_tokens:
             raise ValueError(f"'{self.model_id}' does not know the language {self.language!r}")
         room = int(meta["max_target_positions"]) - _PROMPT_TOKENS
-        # CTranslate2 caps new tokens at min(max_length / 2, max_length - prompt before the start
-        # token): twice the cap we want gives exactly that cap, as transformers' max_length does.
-        self._max_length = 2 * max(_PROMPT_TOKENS, min(self.max_new_tokens, room))
+        # CTranslate2 caps new tokens at min(max_length // 2, max_length - the 3 prompt tokens before
+        # the last): this max_length gives exactly the cap transformers' generate() gets.
+        cap = max(1, min(self.max_new_tokens, room))
+        self._max_length = max(2 * cap, cap + _PROMPT_TOKENS - 1)
         self._mel = LogMel(FeatureSpec.from_json(meta["features"]))
         self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         self._last_special = int(self._tokenizer.token_to_id("<|notimestamps|>"))
