@@ -19,8 +19,9 @@ import numpy as np
 
 from capsearch.ml.speech import SAMPLE_RATE
 
-# Whisper's conv2 has stride 2: frames are taken in pairs (an odd count would give the last encoder
-# position half a pair of real frames and half padding).
+# CTranslate2 4.8 accepts any frame count from 1 to the full window (checked; more is refused).
+# Whisper's conv2 has stride 2, so frames become encoder positions in pairs: an even count keeps the
+# last position a whole pair rather than half a pair and the convolution's padding.
 FRAME_MULTIPLE = 2
 # What transformers and faster-whisper both assume; a checkpoint that says otherwise is refused.
 _EXPECTED = {"sampling_rate": SAMPLE_RATE, "hop_length": 160, "n_fft": 400, "chunk_length": 30}
