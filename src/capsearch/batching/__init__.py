@@ -1,5 +1,6 @@
-"""Dynamic batching of model requests."""
+"""Dynamic batching of model requests, and the compute arbiter the models' batchers share."""
 
+from capsearch.batching.arbiter import ComputeArbiter
 from capsearch.batching.batcher import Batcher, Priority
 
-__all__ = ["Batcher", "Priority"]
+__all__ = ["Batcher", "ComputeArbiter", "Priority"]

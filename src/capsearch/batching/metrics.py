@@ -47,6 +47,28 @@ REQUESTS = Counter(
     ["model", "outcome"],
     registry=REGISTRY,
 )
+# The compute arbiter (arbiter.py): how often, and how long, captions gave way to interactive work.
+ARBITER_HELD = Gauge(
+    "capsearch_arbiter_foreground",
+    "Interactive model requests (queued or running) that background work gives way to.",
+    registry=REGISTRY,
+)
+ARBITER_PAUSE_SECONDS = Histogram(
+    "capsearch_arbiter_pause_seconds",
+    "Time a background step waited for interactive work to finish.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+    registry=REGISTRY,
+)
+ARBITER_INTERRUPTS = Counter(
+    "capsearch_arbiter_interrupts_total",
+    "Background steps cancelled in flight for interactive work (each is rerun).",
+    registry=REGISTRY,
+)
+ARBITER_GUARD_TRIPS = Counter(
+    "capsearch_arbiter_guard_trips_total",
+    "Times background work had waited its longest pause and ran regardless.",
+    registry=REGISTRY,
+)
 
 
 def render_metrics() -> tuple[bytes, str]:
