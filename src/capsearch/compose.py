@@ -20,12 +20,13 @@ import numpy as np
 from PIL import Image as PILImage
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from capsearch.batching import Batcher
-from capsearch.config import BatchSettings, Settings, VoiceSettings
+from capsearch.batching import Batcher, ComputeArbiter
+from capsearch.config import ArbiterSettings, BatchSettings, Settings, VoiceSettings
 from capsearch.db.session import create_engine, session_factory
 from capsearch.events import EventBus
 from capsearch.ml.base import Embedder, Model
 from capsearch.ml.speech import Clip
+from capsearch.ml.yielding import YieldsCompute
 from capsearch.periodic import Periodic
 from capsearch.pipelines.images import ImagePipeline
 from capsearch.pipelines.voice import VoicePipeline
@@ -57,10 +58,22 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 
+def build_arbiter(settings: ArbiterSettings) -> ComputeArbiter | None:
+    if not settings.enabled:
+        return None
+    return ComputeArbiter(max_pause_s=settings.max_pause_s, min_run_s=settings.min_run_s)
+
+
 async def start_batcher(
-    stack: AsyncExitStack, clock: ShutdownClock, model: Model[In, Out], settings: BatchSettings
+    stack: AsyncExitStack,
+    clock: ShutdownClock,
+    model: Model[In, Out],
+    settings: BatchSettings,
+    *,
+    holds: ComputeArbiter | None = None,
 ) -> Batcher[In, Out]:
-    batcher: Batcher[In, Out] = Batcher(model, settings)
+    """`holds`: the model's requests are foreground work, which background models give way to."""
+    batcher: Batcher[In, Out] = Batcher(model, settings, holds=holds)
     await batcher.start()
     stack.push_async_callback(stop_within, clock, batcher.stop, settings.shutdown_timeout_s)
     return batcher
@@ -74,6 +87,8 @@ class Foundation:
     store: ContentStore
     events: EventBus
     clock: ShutdownClock
+    # One per process: interactive models (transcriber, embedder) hold it, the captioner yields to it.
+    arbiter: ComputeArbiter | None
 
 
 async def build_foundation(
@@ -89,7 +104,8 @@ async def build_foundation(
         await check_schema(settings.database.url)
     store = ContentStore(settings.storage.dir)
     await asyncio.to_thread(store.init)
-    return Foundation(settings, engine, session_factory(engine), store, EventBus(), clock)
+    arbiter = build_arbiter(settings.arbiter)
+    return Foundation(settings, engine, session_factory(engine), store, EventBus(), clock, arbiter)
 
 
 @dataclass
@@ -105,7 +121,8 @@ async def build_search(
 ) -> SearchParts:
     settings = base.settings
     model = await embedder
-    batcher = await start_batcher(stack, base.clock, model, settings.embed_batch)
+    # A query waits on its embedding, and indexing's background embeddings are short: all foreground.
+    batcher = await start_batcher(stack, base.clock, model, settings.embed_batch, holds=base.arbiter)
     indexer = SearchIndexer(
         settings=settings.search,
         sessions=base.sessions,
@@ -143,6 +160,8 @@ async def build_images(
 ) -> ImageParts:
     settings, clock = base.settings, base.clock
     model = await captioner
+    if base.arbiter is not None and isinstance(model, YieldsCompute):
+        model.yield_to = base.arbiter  # captions give way between images and decoding steps
     batcher = await start_batcher(stack, clock, model, settings.caption_batch)
     pipeline = ImagePipeline(
         settings=settings,
@@ -222,7 +241,8 @@ async def build_voice(
 ) -> VoiceParts:
     settings = base.settings
     model = await transcriber
-    batcher = await start_batcher(stack, base.clock, model, settings.transcribe_batch)
+    # Live partials and finals alike: both are someone waiting, relative to a caption.
+    batcher = await start_batcher(stack, base.clock, model, settings.transcribe_batch, holds=base.arbiter)
     # Stopped before the batcher: live recordings end and their queued passes leave the queue.
     detector = await build_detector(stack, settings.voice)
     pipeline = VoicePipeline(

@@ -84,6 +84,16 @@ class BatchSettings(BaseModel):
     shutdown_timeout_s: float = Field(10.0, ge=0)
 
 
+class ArbiterSettings(BaseModel):
+    """One compute arbiter: captions give way to transcriptions and query embeddings (README "Models")."""
+
+    enabled: bool = True
+    # The longest a caption is held off in a row; then it runs unhindered for min_run_s, so under
+    # endless interactive load captions slow down but never stall.
+    max_pause_s: float = Field(5.0, gt=0)
+    min_run_s: float = Field(1.0, ge=0)
+
+
 class SearchSettings(BaseModel):
     """Text search over caption embeddings (README "Search")."""
 
@@ -266,6 +276,7 @@ class Settings(BaseSettings):
     # Each Whisper pass costs a full 30 s window whatever the clip's length: batching concurrent
     # streams is the main saving, and a short wait is enough to collect them.
     transcribe_batch: BatchSettings = BatchSettings(max_batch_size=8, max_wait_ms=10, queue_limit=64)
+    arbiter: ArbiterSettings = ArbiterSettings()
     voice: VoiceSettings = VoiceSettings()
     gallery: GallerySettings = GallerySettings()
     limits: LimitSettings = LimitSettings()

@@ -14,6 +14,7 @@ from time import perf_counter
 from typing import Generic, TypeVar
 
 from capsearch.batching import metrics
+from capsearch.batching.arbiter import ComputeArbiter
 from capsearch.config import BatchSettings
 from capsearch.errors import BusyError, ModelError, ShuttingDownError
 from capsearch.ml.base import Model
@@ -42,8 +43,18 @@ class _Request(Generic[I, O]):
 class Batcher(Generic[I, O]):
     """Queues single requests for one model and feeds them to it in batches on one worker thread."""
 
-    def __init__(self, model: Model[I, O], settings: BatchSettings, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        model: Model[I, O],
+        settings: BatchSettings,
+        *,
+        name: str | None = None,
+        holds: ComputeArbiter | None = None,
+    ) -> None:
         self.name: str = name or model.name
+        # Foreground batchers hold the arbiter for each request, from submit until it is answered:
+        # background models give way to it at their yield points.
+        self._arbiter = holds
         self._model = model
         self._max_batch = settings.max_batch_size
         self._max_wait = settings.max_wait_ms / 1000
@@ -104,6 +115,8 @@ class Batcher(Generic[I, O]):
         request = _Request(
             item=item, priority=priority, enqueued=loop.time(), future=future, on_start=on_start
         )
+        if self._arbiter is not None:
+            self._arbiter.hold()  # released by _on_done, which every way of ending a request reaches
         future.add_done_callback(partial(self._on_done, request))
         self._queue(priority).append(request)
         self._depth_gauge.set(self.depth)
@@ -159,6 +172,9 @@ class Batcher(Generic[I, O]):
         return self._interactive if priority is Priority.INTERACTIVE else self._background
 
     def _on_done(self, request: _Request[I, O], future: asyncio.Future[O]) -> None:
+        if self._arbiter is not None:
+            # Also when a caller cancels a request in a running batch: nobody waits for it any more.
+            self._arbiter.release()
         if not future.cancelled():
             return
         metrics.REQUESTS.labels(model=self.name, outcome="cancelled").inc()
