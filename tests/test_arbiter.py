@@ -160,6 +160,7 @@ def test_a_cancel_that_comes_too_late_keeps_the_result() -> None:
     step.finish.set()
     assert caption.outcome() == "done on attempt 1"
     assert step.attempts == 1
+    assert arbiter.stats().interrupts == 0
     arbiter.release()
 
 

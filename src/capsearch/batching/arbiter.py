@@ -34,7 +34,7 @@ T = TypeVar("T")
 class ArbiterStats:
     pauses: int  # checkpoints that waited
     paused_s: float  # time spent waiting in them
-    interrupts: int  # steps cancelled for foreground work (each one is rerun)
+    interrupts: int  # steps cancelled in flight for foreground work, and rerun
     guard_trips: int  # times the starvation guard let background work through
 
 
@@ -136,6 +136,8 @@ class ComputeArbiter:
             progress = False
             registered = _Step(cancel)
             with self._cond:
+                if self._held and self._clock() >= self._free_until:
+                    continue  # foreground work came after the pause ended: do not start under it
                 self._steps.append(registered)
             try:
                 return step()
@@ -143,7 +145,9 @@ class ComputeArbiter:
                 if not registered.fired:
                     raise
                 # Ours: the step was cancelled. A real failure shows again on the rerun.
-                log.debug("background step cancelled for foreground work; rerunning it")
+                with self._cond:
+                    self._interrupts += 1
+                metrics.ARBITER_INTERRUPTS.inc()
             finally:
                 with self._cond:
                     self._steps.remove(registered)
@@ -156,8 +160,6 @@ class ComputeArbiter:
 
     def _interrupt(self, step: _Step) -> None:
         step.fired = True
-        self._interrupts += 1
-        metrics.ARBITER_INTERRUPTS.inc()
         if self._held_off_since is None:
             self._held_off_since = self._clock()
         try:

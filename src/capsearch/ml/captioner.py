@@ -7,18 +7,32 @@ pipeline, and doing it by hand is also what lets one `generate` call caption a w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from PIL import Image
-from transformers import BlipForConditionalGeneration, BlipProcessor
+from transformers import BlipForConditionalGeneration, BlipProcessor, StoppingCriteria, StoppingCriteriaList
 
 from capsearch.ml.blip_sdpa import use_sdpa
 from capsearch.ml.caption_text import tidy_caption
 from capsearch.ml.pretrained import PretrainedModel
+from capsearch.ml.yielding import NEVER_YIELD, Yielder
 
 __all__ = ["BlipCaptioner", "tidy_caption"]
+
+
+class _YieldEachStep(StoppingCriteria):
+    """Not a stopping rule: `generate` calls its criteria once per token, which makes them the one
+    hook between decoding steps. Gives way there, and never stops generation."""
+
+    def __init__(self, yield_to: Yielder) -> None:
+        self._yield_to = yield_to
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        self._yield_to.checkpoint()
+        never = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return cast(torch.BoolTensor, never)
 
 
 class BlipCaptioner(PretrainedModel):
@@ -37,6 +51,9 @@ class BlipCaptioner(PretrainedModel):
     ) -> None:
         super().__init__(model_id, cache_dir=cache_dir, device=device, dtype=dtype)
         self.max_new_tokens = max_new_tokens
+        # Where captions give way to interactive work: before a batch and between decoding steps
+        # (the batched vision pass runs uninterrupted: the OpenVINO backend can cancel its own).
+        self.yield_to: Yielder = NEVER_YIELD
 
     @classmethod
     def from_loaded(
@@ -76,6 +93,7 @@ class BlipCaptioner(PretrainedModel):
         """Greedy token ids [batch, 1 + n], the prompt ([DEC]) first."""
         if self._model is None:
             raise RuntimeError("BlipCaptioner.predict() called before load()")
+        self.yield_to.checkpoint()
         with torch.inference_mode():
             pixels = torch.from_numpy(pixel_values).to(self.device, dtype=self.dtype)
             # Greedy decoding: deterministic, and beams would multiply the cost on a CPU.
@@ -84,6 +102,7 @@ class BlipCaptioner(PretrainedModel):
                 max_new_tokens=self.max_new_tokens,
                 num_beams=1,
                 do_sample=False,
+                stopping_criteria=StoppingCriteriaList([_YieldEachStep(self.yield_to)]),
             )
         ids: np.ndarray = output_ids.cpu().numpy()
         return ids

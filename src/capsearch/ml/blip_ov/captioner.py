@@ -25,9 +25,10 @@ from PIL import Image
 
 from capsearch.errors import ModelUnavailableError
 from capsearch.ml.blip_ov import cache
-from capsearch.ml.blip_ov.decode import GreedyRules, greedy_decode
+from capsearch.ml.blip_ov.decode import GreedyRules, Step, greedy_decode
 from capsearch.ml.blip_ov.preprocess import TOKENIZER_JSON, ImagePrep, TextDecoder
 from capsearch.ml.caption_text import tidy_caption
+from capsearch.ml.yielding import NEVER_YIELD, Yielder
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,9 @@ class OpenVinoBlipCaptioner:
         self._dims: dict[str, int] = {}
         # predict() reuses one pair of infer requests; a second caller must wait, not interleave.
         self._lock = threading.Lock()
+        # Where captions give way to interactive work: before each image's vision pass (which is
+        # also cancelled and rerun if such work arrives mid-pass) and before each decoding step.
+        self.yield_to: Yielder = NEVER_YIELD
 
     @property
     def loaded(self) -> bool:
@@ -228,9 +232,15 @@ class OpenVinoBlipCaptioner:
 
     def _decode(self, pixel_values: np.ndarray, limit: int) -> np.ndarray:
         assert self._rules is not None
-        step = self._decoder.bind(self._encoder.cross_kv(pixel_values))
+        yield_to = self.yield_to
+        step: Step = self._decoder.bind(self._encoder.cross_kv(pixel_values, yield_to))
+
+        def yielding_step(ids: np.ndarray, position: int) -> np.ndarray:
+            yield_to.checkpoint()
+            return step(ids, position)
+
         try:
-            return greedy_decode(step, pixel_values.shape[0], self._rules, limit)
+            return greedy_decode(yielding_step, pixel_values.shape[0], self._rules, limit)
         finally:
             self._decoder.release()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from capsearch.ml.blip_ov.cache import DECODER_XML, ENCODER_XML
 from capsearch.ml.blip_ov.decode import Step
+from capsearch.ml.yielding import NEVER_YIELD, Yielder
 
 _MADV_DONTNEED = 4
 # exp(-1e30 - max) is exactly 0: the placeholder slot adds nothing to the softmax or the context.
@@ -81,16 +83,20 @@ class Encoder:
     def __init__(self, compiled: Any) -> None:
         self._request = compiled.create_infer_request()
 
-    def cross_kv(self, pixel_values: np.ndarray) -> np.ndarray:
+    def cross_kv(self, pixel_values: np.ndarray, yield_to: Yielder = NEVER_YIELD) -> np.ndarray:
         """Every decoder layer's cross-attention keys and values for these images:
-        [layers, 2, batch, heads, patches, head_dim] float32."""
+        [layers, 2, batch, heads, patches, head_dim] float32. Each image's pass may be cancelled for
+        more urgent work (`yield_to`) and is then run again from its unchanged input."""
         import openvino as ov
 
+        request = self._request
         cross: np.ndarray | None = None
         for i in range(pixel_values.shape[0]):
-            self._request.set_tensor("pixel_values", ov.Tensor(pixel_values[i : i + 1].copy()))
-            self._request.infer()
-            one = self._request.get_tensor("cross_kv").data
+            request.set_tensor("pixel_values", ov.Tensor(pixel_values[i : i + 1].copy()))
+            # start_async + wait, not infer(): only an asynchronous run stops on cancel() (checked
+            # between graph nodes; wait() then raises RuntimeError). A synchronous one runs to its end.
+            yield_to.interruptible(_run_async(request), request.cancel)
+            one = request.get_tensor("cross_kv").data
             if cross is None:
                 shape = list(one.shape)
                 shape[2] = pixel_values.shape[0]
@@ -98,6 +104,14 @@ class Encoder:
             cross[:, :, i] = one[:, :, 0]
         assert cross is not None
         return cross
+
+
+def _run_async(request: Any) -> Callable[[], None]:
+    def run() -> None:
+        request.start_async()
+        request.wait()
+
+    return run
 
 
 def _config(num_threads: int | None, performance_hint: str) -> dict[str, Any]:
