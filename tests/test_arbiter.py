@@ -189,3 +189,34 @@ def test_pauses_and_interrupts_are_exported_as_metrics() -> None:
         "capsearch_arbiter_guard_trips_total",
     ):
         assert name in text
+
+
+def test_a_step_begun_in_the_unhindered_window_is_not_cancelled_after_it() -> None:
+    """With a hand-moved clock: the guard trips at once, the rerun starts inside the window, and a
+    hold arriving after the window has ended leaves it running (else that window was wasted)."""
+    now = [0.0]
+    arbiter = ComputeArbiter(max_pause_s=5.0, min_run_s=1.0, clock=lambda: now[0])
+    step = Step()
+    proceed = threading.Event()
+
+    def first_fails_late() -> str:
+        if step.attempts == 0:
+            try:
+                return step()
+            finally:
+                assert proceed.wait(SAFETY)  # raise only once the clock has moved
+        return step()
+
+    caption = Background(lambda: arbiter.interruptible(first_fails_late, step.cancel))
+    assert step.started[0].wait(SAFETY)
+    arbiter.hold()  # cancels attempt 1 at t=0: held off since 0
+    now[0] = 6.0  # past max_pause_s: the pause after attempt 1 trips the guard (window until 7)
+    proceed.set()
+    assert step.started[1].wait(SAFETY)
+    assert arbiter.stats().guard_trips == 1
+    now[0] = 8.0  # the window is over
+    arbiter.hold()
+    assert not step.cancelled.is_set()
+    step.finish.set()
+    assert caption.outcome() == "done on attempt 2"
+    assert arbiter.stats().interrupts == 1

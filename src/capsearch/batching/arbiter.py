@@ -9,8 +9,9 @@ and it is rerun after the pause.
 
 Starvation guard: background work is never held off for more than `max_pause_s` in a row (pauses at
 one checkpoint, plus any cancelled attempts at the step that follows it). When that is reached it
-runs unhindered — no pause, no cancel — for `min_run_s`, so under endless foreground load captions
-slow down but never stall.
+runs unhindered — no pause, no cancel — for `min_run_s` (a step begun in that window is never
+cancelled, even when it ends after it), so under endless foreground load captions slow down but
+never stall.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class ArbiterStats:
 @dataclass(eq=False)
 class _Step:
     cancel: Callable[[], None]
+    # Started in the guard's unhindered window: never cancelled, or that window could be wasted.
+    granted: bool = False
     fired: bool = False
 
 
@@ -83,7 +86,7 @@ class ComputeArbiter:
             if self._clock() < self._free_until:
                 return  # the guard gave background work this window
             for step in self._steps:
-                if not step.fired:
+                if not step.fired and not step.granted:
                     self._interrupt(step)
 
     def release(self) -> None:
@@ -134,10 +137,11 @@ class ComputeArbiter:
         while True:
             self._pause(progress=progress)
             progress = False
-            registered = _Step(cancel)
             with self._cond:
-                if self._held and self._clock() >= self._free_until:
+                granted = self._clock() < self._free_until
+                if self._held and not granted:
                     continue  # foreground work came after the pause ended: do not start under it
+                registered = _Step(cancel, granted)
                 self._steps.append(registered)
             try:
                 return step()
