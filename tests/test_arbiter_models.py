@@ -182,3 +182,12 @@ async def test_the_app_shares_one_arbiter_between_its_models(app: FastAPI, clien
         for _ in range(3):
             await asyncio.sleep(0)  # a bare yield: lets the done-callback release it
         assert arbiter.held == before
+
+
+def test_the_interference_bench_runs_on_tiny_models(tmp_path: Path) -> None:
+    from capsearch.bench.arbiter import bench_interference, interference_table
+
+    result = bench_interference(tiny=True, passes=1, gap_s=0.05, workdir=tmp_path)
+    for mode in ("without", "with"):
+        assert result[mode]["idle"] > 0 and result[mode]["captions_alone"] > 0
+    assert "guard trips" in interference_table(result)

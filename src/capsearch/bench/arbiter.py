@@ -37,13 +37,13 @@ VOICE_TOKENS = 24  # a spoken search phrase, with Whisper's prompt on top
 CAPTION_BATCH = 8
 
 
-def _blip_checkpoint(workdir: Path) -> Path:
+def _blip_checkpoint(workdir: Path, tiny: bool) -> Path:
     from capsearch.bench.blip_fast import image_dependent
-    from capsearch.ml.tiny import build_random_blip_base
+    from capsearch.ml.tiny import build_random_blip_base, tiny_blip_in_memory
 
-    out = workdir / "blip-base-random"
+    out = workdir / ("blip-tiny" if tiny else "blip-base-random")
     if not (out / "config.json").is_file():
-        model, processor = build_random_blip_base()
+        model, processor = tiny_blip_in_memory() if tiny else build_random_blip_base()
         image_dependent(model)  # captions follow the image; random BLIP would caption all alike
         model.save_pretrained(out)
         processor.save_pretrained(out)
@@ -76,24 +76,32 @@ def _whisper_base_random(workdir: Path) -> Path:
     return out
 
 
-def _models(workdir: Path, whisper_dir: str | None) -> tuple[Any, Any, str]:
+def _models(workdir: Path, whisper_dir: str | None, tiny: bool) -> tuple[Any, Any, str]:
     from capsearch.ml.blip_ov import OpenVinoBlipCaptioner
+    from capsearch.ml.tiny import build_tiny_whisper
     from capsearch.ml.transcriber import WhisperTranscriber
 
-    blip = _blip_checkpoint(workdir)
-    captioner = OpenVinoBlipCaptioner(str(blip), cache_dir=workdir / "cache", max_new_tokens=CAPTION_TOKENS)
+    blip = _blip_checkpoint(workdir, tiny)
+    captioner = OpenVinoBlipCaptioner(
+        str(blip), cache_dir=workdir / "cache", max_new_tokens=CAPTION_TOKENS, convert_in_subprocess=not tiny
+    )
     captioner.load()
     label = "whisper-base" if whisper_dir else "whisper-base size, random weights"
+    if tiny:
+        label, whisper_dir = "tiny models: a smoke run, no meaningful numbers", str(workdir / "whisper-tiny")
+        build_tiny_whisper(Path(whisper_dir))
     directory = whisper_dir or str(_whisper_base_random(workdir))
     transcriber = WhisperTranscriber(directory, cache_dir=workdir, max_new_tokens=VOICE_TOKENS)
     transcriber.load()
     return captioner, transcriber, label
 
 
-def _clip(seconds: float = 3.0) -> np.ndarray:
-    rng = np.random.default_rng(3)
-    t = np.arange(int(16_000 * seconds), dtype=np.float32) / 16_000
-    return (0.1 * np.sin(2 * np.pi * 220 * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+def _clip() -> np.ndarray:
+    """A spoken search phrase (espeak-ng, or a hum where it is missing) after 0.25 s of silence."""
+    from capsearch.bench.voice_page import speech_clip
+
+    speech, _ = speech_clip()
+    return np.concatenate([np.zeros(4_000, np.float32), speech.astype(np.float32) / 32768])
 
 
 async def _voice_pass(voice: Batcher[Any, Any], clip: np.ndarray) -> float:
@@ -143,6 +151,7 @@ async def _measure(
         await captions.stop(timeout=60)
     row: dict[str, Any] = {"idle": statistics.median(idle), "busy": statistics.median(busy or [0.0])}
     row |= {"worst": max(busy or [0.0]), "n": len(busy), "captions_alone": alone, "captions_busy": with_voice}
+    row |= {"passes_idle": idle, "passes_busy": busy}
     if arbiter is not None:
         stats = arbiter.stats()
         row |= {"pauses": stats.pauses, "paused_s": stats.paused_s, "interrupts": stats.interrupts}
@@ -151,15 +160,20 @@ async def _measure(
 
 
 def bench_interference(
-    *, passes: int = 3, gap_s: float = 1.0, workdir: Path | None = None, whisper_dir: str | None = None
+    *,
+    passes: int = 3,
+    gap_s: float = 1.0,
+    workdir: Path | None = None,
+    whisper_dir: str | None = None,
+    tiny: bool = False,
 ) -> dict[str, Any]:
     """Voice pass times (median seconds) idle and during a caption batch, without and with the
     arbiter, and their ratios to idle (target ≤ TARGET with the arbiter); and how long the caption
-    batch took alone and beside the voice passes."""
+    batch took alone and beside the voice passes. `tiny`: tiny models, only to check that it runs."""
     with tempfile.TemporaryDirectory(prefix="capsearch-arbiter-") as tmp:
         where = workdir or Path(tmp)
         where.mkdir(parents=True, exist_ok=True)
-        captioner, transcriber, label = _models(where, whisper_dir)
+        captioner, transcriber, label = _models(where, whisper_dir, tiny)
         result: dict[str, Any] = {"transcriber": label, "gap_s": gap_s, "load_before": os.getloadavg()}
         for mode, arbiter in (("without", None), ("with", ComputeArbiter())):
             result[mode] = asyncio.run(_measure(captioner, transcriber, arbiter, passes, gap_s))
