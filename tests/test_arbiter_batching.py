@@ -81,9 +81,15 @@ class GatedTranscriber:
 
 
 @asynccontextmanager
-async def started(model: Any, *, holds: ComputeArbiter | None = None) -> AsyncIterator[Batcher[Any, Any]]:
+async def started(
+    model: Any,
+    *,
+    holds: ComputeArbiter | None = None,
+    hold_priorities: frozenset[Priority] = frozenset(Priority),
+) -> AsyncIterator[Batcher[Any, Any]]:
     assert isinstance(model, Model)
-    batcher: Batcher[Any, Any] = Batcher(model, BatchSettings(max_wait_ms=0), holds=holds)
+    settings = BatchSettings(max_wait_ms=0)
+    batcher: Batcher[Any, Any] = Batcher(model, settings, holds=holds, hold_priorities=hold_priorities)
     await batcher.start()
     try:
         yield batcher
@@ -112,6 +118,23 @@ async def test_foreground_requests_hold_from_submit_until_answered() -> None:
         model.gate.set()
         assert await asyncio.wait_for(first, SAFETY) == "words of a"
         assert await asyncio.wait_for(queued[1], SAFETY) == "words of c"
+        await settle()
+        assert arbiter.held == 0
+
+
+async def test_only_the_chosen_priorities_hold() -> None:
+    """The embedder's background work (caption embeddings, the index backfill) does not hold captions
+    back; a query someone waits for does."""
+    arbiter = ComputeArbiter()
+    model = GatedTranscriber(SteppingCaptioner())
+    async with started(model, holds=arbiter, hold_priorities=frozenset({Priority.INTERACTIVE})) as embed:
+        background = embed.submit("a", Priority.BACKGROUND)
+        assert await asyncio.to_thread(model.entered.wait, SAFETY)
+        assert arbiter.held == 0
+        query = embed.submit("b", Priority.INTERACTIVE)
+        assert arbiter.held == 1
+        model.gate.set()
+        await asyncio.wait_for(asyncio.gather(background, query), SAFETY)
         await settle()
         assert arbiter.held == 0
 

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image as PILImage
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from capsearch.batching import Batcher, ComputeArbiter
+from capsearch.batching import Batcher, ComputeArbiter, Priority
 from capsearch.config import ArbiterSettings, BatchSettings, Settings, VoiceSettings
 from capsearch.db.session import create_engine, session_factory
 from capsearch.events import EventBus
@@ -71,9 +71,10 @@ async def start_batcher(
     settings: BatchSettings,
     *,
     holds: ComputeArbiter | None = None,
+    hold_priorities: frozenset[Priority] = frozenset(Priority),
 ) -> Batcher[In, Out]:
     """`holds`: the model's requests are foreground work, which background models give way to."""
-    batcher: Batcher[In, Out] = Batcher(model, settings, holds=holds)
+    batcher: Batcher[In, Out] = Batcher(model, settings, holds=holds, hold_priorities=hold_priorities)
     await batcher.start()
     stack.push_async_callback(stop_within, clock, batcher.stop, settings.shutdown_timeout_s)
     return batcher
@@ -122,7 +123,16 @@ async def build_search(
     settings = base.settings
     model = await embedder
     # A query waits on its embedding, and indexing's background embeddings are short: all foreground.
-    batcher = await start_batcher(stack, base.clock, model, settings.embed_batch, holds=base.arbiter)
+    # Only a query someone waits for goes before captions: caption embeddings and the index backfill
+    # at startup are background work themselves, and would otherwise stall captions for its length.
+    batcher = await start_batcher(
+        stack,
+        base.clock,
+        model,
+        settings.embed_batch,
+        holds=base.arbiter,
+        hold_priorities=frozenset({Priority.INTERACTIVE}),
+    )
     indexer = SearchIndexer(
         settings=settings.search,
         sessions=base.sessions,

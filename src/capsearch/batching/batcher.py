@@ -50,11 +50,13 @@ class Batcher(Generic[I, O]):
         *,
         name: str | None = None,
         holds: ComputeArbiter | None = None,
+        hold_priorities: frozenset[Priority] = frozenset(Priority),
     ) -> None:
         self.name: str = name or model.name
         # Foreground batchers hold the arbiter for each request, from submit until it is answered:
         # background models give way to it at their yield points.
         self._arbiter = holds
+        self._hold_priorities = hold_priorities
         self._model = model
         self._max_batch = settings.max_batch_size
         self._max_wait = settings.max_wait_ms / 1000
@@ -115,7 +117,7 @@ class Batcher(Generic[I, O]):
         request = _Request(
             item=item, priority=priority, enqueued=loop.time(), future=future, on_start=on_start
         )
-        if self._arbiter is not None:
+        if self._arbiter is not None and priority in self._hold_priorities:
             self._arbiter.hold()  # released by _on_done, which every way of ending a request reaches
         future.add_done_callback(partial(self._on_done, request))
         self._queue(priority).append(request)
@@ -172,7 +174,7 @@ class Batcher(Generic[I, O]):
         return self._interactive if priority is Priority.INTERACTIVE else self._background
 
     def _on_done(self, request: _Request[I, O], future: asyncio.Future[O]) -> None:
-        if self._arbiter is not None:
+        if self._arbiter is not None and request.priority in self._hold_priorities:
             # Also when a caller cancels a request in a running batch: nobody waits for it any more.
             self._arbiter.release()
         if not future.cancelled():
