@@ -140,8 +140,10 @@ def bench_voice(settings: Settings, *, quick: bool = False) -> list[str]:
             capacity += cap
     tables = []
     if real is not None and not quick:
+        from capsearch.bench.arbiter import bench_interference, interference_table
         from capsearch.bench.voice_models import bench_transcriber_models
 
+        tables.append(interference_table(bench_interference(whisper_dir=real)))
         rows, note = bench_transcriber_models(settings, real, quick)
         tables.append(
             f"Transcriber alone ({origin}): one pass (final = full 30 s window; partial = the audio so "
