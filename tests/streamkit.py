@@ -19,7 +19,13 @@ from tests.voicekit import GatedTranscriber
 
 WAIT_S = 30.0  # safety net only
 # Settings that keep early finals and auto-stop out of the tests that are not about them.
-PLAIN = {"max_seconds": 5, "first_partial_ms": 0, "final_after_silence_ms": 60_000, "end_silence_ms": 0}
+PLAIN = {
+    "max_seconds": 5,
+    "first_partial_ms": 0,
+    "final_after_silence_ms": 60_000,
+    "end_silence_ms": 0,
+    "lead_in_ms": 0,
+}
 
 
 class Owner:

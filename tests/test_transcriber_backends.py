@@ -190,49 +190,6 @@ def test_the_features_match_transformers(tiny_dir: Path, fast: CT2WhisperTranscr
     assert np.abs(ours - np.asarray(theirs)).max() < 1e-4
 
 
-class _EncoderSpy:
-    """The CTranslate2 model, recording the shape of every feature batch its encoder gets."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.shapes: list[tuple[int, ...]] = []
-
-    def encode(self, features: Any) -> Any:
-        self.shapes.append(tuple(features.shape))
-        return self.model.encode(features)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.model, name)
-
-
-@pytest.fixture
-def spy(fast: CT2WhisperTranscriber) -> Any:
-    real = fast._model
-    fast._model = _EncoderSpy(real)
-    yield fast._model
-    fast._model = real
-
-
-@needs_ct2
-def test_partials_run_on_a_shorter_window(fast: CT2WhisperTranscriber, spy: _EncoderSpy) -> None:
-    one, three = _clips()[0], _clips()[2]
-    texts = fast.predict([Clip(one, final=False)])
-    assert len(texts) == 1 and isinstance(texts[0], str)
-    assert spy.shapes == [(1, 80, 250)]  # 1 s + 1.5 s margin, not 3000 frames
-    # Finals and partials in one batch: one full pass for the finals, one for the partials, padded to
-    # the longest partial (3 s + 1.5 s); answers come back in the order asked.
-    spy.shapes.clear()
-    batch = [Clip(one, final=False), Clip(one), Clip(three, final=False)]
-    mixed = fast.predict(batch)
-    assert spy.shapes == [(1, 80, 3000), (2, 80, 450)]
-    assert mixed[1] == fast.predict([Clip(one)])[0]
-    # A bigger margin is a longer window.
-    wide = CT2WhisperTranscriber(fast.model_id, cache_dir=fast.cache_dir, partial_margin_s=2.0)
-    wide.load()
-    wide.predict([Clip(one, final=False)])
-    assert wide.last_frames == [300]
-
-
 @needs_ct2
 def test_predict_contract(fast: CT2WhisperTranscriber) -> None:
     assert fast.predict([]) == []

@@ -24,18 +24,17 @@ from typing import Any, ClassVar
 from capsearch.errors import ModelUnavailableError
 from capsearch.ml.speech import Clip, ClipLike, as_clips, tidy_transcript
 from capsearch.ml.whisper_ct2 import cache
+from capsearch.ml.whisper_ct2.decoding import PROMPT_TOKENS, decode_options, max_length_for
 from capsearch.ml.whisper_ct2.features import FeatureSpec, LogMel, partial_frames
 
 log = logging.getLogger(__name__)
 
-# Decoder prompt: <|startoftranscript|> <|lang|> <|transcribe|> <|notimestamps|>.
-_PROMPT_TOKENS = 4
 _UNAVAILABLE_EXIT = 3
 # Rough: torch loads the weights and CTranslate2 writes them again (whisper-base, 0.3 GB).
 _CONVERT_S_PER_GB = 40.0
 # Copied beside model.bin so that serving reads only the converted directory.
 _SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
-DEFAULT_PARTIAL_MARGIN_S = 1.5
+DEFAULT_PARTIAL_MARGIN_S = 2.0
 
 
 class CT2WhisperTranscriber:
@@ -169,11 +168,11 @@ class CT2WhisperTranscriber:
         self._lang_tokens = frozenset(t for t in _vocabulary(directory) if _is_language_token(t))
         if self.language is not None and _language_token(self.language) not in self._lang_tokens:
             raise ValueError(f"'{self.model_id}' does not know the language {self.language!r}")
-        room = int(meta["max_target_positions"]) - _PROMPT_TOKENS
+        room = int(meta["max_target_positions"]) - PROMPT_TOKENS
         # CTranslate2 caps new tokens at min(max_length // 2, max_length - the 3 prompt tokens before
         # the last): this max_length gives exactly the cap transformers' generate() gets.
         cap = max(1, min(self.max_new_tokens, room))
-        self._max_length = max(2 * cap, cap + _PROMPT_TOKENS - 1)
+        self._max_length = max_length_for(cap)
         self._mel = LogMel(FeatureSpec.from_json(meta["features"]))
         self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         self._last_special = int(self._tokenizer.token_to_id("<|notimestamps|>"))
@@ -223,14 +222,15 @@ class CT2WhisperTranscriber:
         mel = self._mel([c.samples for c in clips], frames)
         encoded = self._model.encode(ctranslate2.StorageView.from_array(mel))
         prompts = [self._prompt(lang) for lang in self._languages(encoded, len(clips))]
+        options = decode_options(clips, self._max_length)
         results = self._model.generate(
             encoded,
             prompts,
             beam_size=1,
-            max_length=self._max_length,
             # The checkpoint's suppress lists (stored by the converter), as transformers applies them.
             suppress_blank=True,
             suppress_tokens=[-1],
+            **options,
         )
         # Timestamp tokens are not special to the tokenizer; transformers' decode filters them out.
         return [[t for t in result.sequences_ids[0] if t <= self._last_special] for result in results]
