@@ -168,6 +168,9 @@ class VoiceStreams:
         if early is not None or silence_ms < self.settings.final_after_silence_ms:
             return
         audio = stream.audio()
+        pending = stream.pending
+        if pending is not None and pending.samples <= audio.size:
+            pending.future.cancel()  # the final covers it: do not make the final wait behind it
         try:
             stream.early_final = Pass(audio.size, self.transcriber.submit(self._clip(audio, final=True)))
         except CapsearchError as e:  # busy or shutting down: the stop will try again
