@@ -140,7 +140,9 @@ async def test_voice_search_with_a_fake_microphone(
             mic = page.get_by_role("button", name="Search by voice")
             assert await mic.get_attribute("aria-pressed") == "false"
             partial = await record(page, r"\S", stop="click", shot="browser-voice-recording.png")
-            assert partial == heard
+            # Partials decode on a shortened window under a token cap: the tiny model's nonsense then
+            # differs from the final's, but it is text (no half characters).
+            assert partial and "\ufffd" not in partial
             await assert_hits(page, ids["beach.jpg"], heard)
             await assert_streamed_and_playable(page)
             assert not await page.locator("#voice-message").is_visible()

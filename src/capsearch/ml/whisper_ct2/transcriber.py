@@ -200,7 +200,9 @@ class CT2WhisperTranscriber:
                 ids = self.token_ids([clips[i] for i in rows])
                 decoded = self._tokenizer.decode_batch(ids, skip_special_tokens=True)
                 for i, text in zip(rows, decoded, strict=True):
-                    texts[i] = tidy_transcript(text)
+                    # A partial's token cap can cut a character's bytes in two: drop the remnant
+                    # (finals stay exactly as transformers decodes them).
+                    texts[i] = tidy_transcript(text if final else text.rstrip().rstrip("\ufffd"))
         return texts
 
     def frames_for(self, clips: list[Clip]) -> int:
