@@ -82,13 +82,18 @@ def weights_bytes(checkpoint: Path) -> int:
     return sum(p.stat().st_size for pattern in _WEIGHT_PATTERNS for p in checkpoint.glob(pattern))
 
 
-def converted_dir(cache_dir: Path, model_id: str, key: str, *, int8: bool) -> Path:
-    # A readable name for people browsing the cache, then which model id (two local checkpoints may
-    # share a directory name), then the key, which alone decides whether the files are current.
+def entry_name(model_id: str, key: str, variant: str = "") -> str:
+    """A conversion's directory name, shared by every backend's cache: a readable name for people
+    browsing the cache, the variant, which model id (two local checkpoints may share a directory
+    name), then the key, which alone decides whether the files are current."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model_id.rstrip("/")).name or "model").strip("-.")
-    variant = "int8" if int8 else "fp32"
     source = hashlib.sha256(model_id.encode()).hexdigest()[:8]
-    return Path(cache_dir) / CONVERTED_DIRNAME / BACKEND_DIRNAME / f"{name[:60]}-{variant}-{source}-{key}"
+    return "-".join(part for part in (name[:60], variant, source, key) if part)
+
+
+def converted_dir(cache_dir: Path, model_id: str, key: str, *, int8: bool) -> Path:
+    variant = "int8" if int8 else "fp32"
+    return Path(cache_dir) / CONVERTED_DIRNAME / BACKEND_DIRNAME / entry_name(model_id, key, variant)
 
 
 def is_complete(directory: Path) -> bool:

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from capsearch.ml.blip_ov.cache import CONVERTED_DIRNAME, checkpoint_dir, publish, weights_bytes
+from capsearch.ml.blip_ov.cache import CONVERTED_DIRNAME, checkpoint_dir, entry_name, publish, weights_bytes
 
 __all__ = ["checkpoint_dir", "checkpoint_key", "converted_dir", "is_complete", "publish_ct2", "weights_bytes"]
 
@@ -61,11 +60,7 @@ def checkpoint_key(checkpoint: Path) -> str:
 
 
 def converted_dir(cache_dir: Path, model_id: str, key: str) -> Path:
-    # Readable name, then which model id (two local checkpoints may share a directory name), then
-    # the key, which alone decides whether the files are current.
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model_id.rstrip("/")).name or "model").strip("-.")
-    source = hashlib.sha256(model_id.encode()).hexdigest()[:8]
-    return Path(cache_dir) / CONVERTED_DIRNAME / BACKEND_DIRNAME / f"{name[:60]}-{source}-{key}"
+    return Path(cache_dir) / CONVERTED_DIRNAME / BACKEND_DIRNAME / entry_name(model_id, key)
 
 
 def is_complete(directory: Path) -> bool:
