@@ -18,6 +18,7 @@ from capsearch.batching import ComputeArbiter
 from capsearch.bench.blip_fast import image_dependent
 from capsearch.ml.blip_ov import OpenVinoBlipCaptioner
 from capsearch.ml.captioner import BlipCaptioner
+from capsearch.ml.speech import Clip
 from capsearch.ml.tiny import tiny_blip_in_memory
 from tests.imagefactory import photo_set
 
@@ -172,7 +173,8 @@ async def test_the_app_shares_one_arbiter_between_its_models(app: FastAPI, clien
     assert isinstance(arbiter, ComputeArbiter)
     jobs: list[tuple[Any, Any]] = [
         (state.embed_batcher, "a dog on the beach"),
-        (state.transcribe_batcher, np.zeros(16_000, dtype=np.float32)),
+        (state.transcriber_lanes, Clip(np.zeros(16_000, dtype=np.float32))),
+        (state.transcriber_lanes, Clip(np.zeros(16_000, dtype=np.float32), final=False)),
     ]
     for batcher, item in jobs:
         before = arbiter.held

@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -250,3 +252,49 @@ def test_converts_once_then_reuses_the_cache(tmp_path: Path, caplog: pytest.LogC
     config = own / "config.json"
     config.write_text(config.read_text().replace('"dropout": 0.0', '"dropout": 0.1'))
     assert _ct2(own).converted_dir() != changed and _conversions(caplog) == 3
+
+
+@needs_ct2
+def test_two_lanes_run_a_final_and_partials_at_once_with_the_same_answers(
+    fast: CT2WhisperTranscriber,
+) -> None:
+    """The voice flow calls predict() from two threads (voice/lanes.py): one set of weights, two
+    workers, and each answer is what the pass gives alone."""
+    assert fast.lanes == 2
+    clips = _clips()
+    finals = [Clip(c) for c in clips]
+    partials = [Clip(c, final=False) for c in clips[:3]]
+    alone = (fast.predict(finals), fast.predict(partials))
+    start = threading.Barrier(2)
+
+    def lane(batch: list[Clip]) -> list[list[str]]:
+        start.wait(timeout=30)
+        return [fast.predict(batch) for _ in range(3)]
+
+    with ThreadPoolExecutor(2) as pool:
+        got_finals, got_partials = pool.map(lane, [finals, partials])
+    assert got_finals == [alone[0]] * 3
+    assert got_partials == [alone[1]] * 3
+
+
+@needs_ct2
+def test_partials_run_on_an_int8_copy_and_finals_stay_float32(
+    fast: CT2WhisperTranscriber, tiny_dir: Path
+) -> None:
+    assert fast._model.compute_type == "float32"
+    assert fast._partial_model.compute_type.startswith("int8")
+    assert "int8 partials" in fast.describe()
+    # Without it one float32 model serves both kinds, with two workers for the two lanes.
+    plain = _ct2(tiny_dir, partials_int8=False)
+    assert plain._partial_model is plain._model
+    assert plain._model.compute_type == "float32"
+    # int8 everywhere: one int8 model.
+    small = _ct2(tiny_dir, int8=True)
+    assert small._partial_model is small._model and not small.partials_int8
+
+
+def test_the_settings_choose_int8_partials(tmp_path: Path) -> None:
+    models = ModelSettings(profile="tiny", cache_dir=tmp_path, transcriber_backend="ctranslate2")
+    assert build_transcriber(Settings(_env_file=None, models=models)).partials_int8
+    off = models.model_copy(update={"transcriber_partials_int8": False})
+    assert not build_transcriber(Settings(_env_file=None, models=off)).partials_int8

@@ -17,10 +17,11 @@ __all__ = ["fast", "tiny_dir"]  # fixtures, used by name
 class _EncoderSpy:
     """The CTranslate2 model, recording the shape of every feature batch its encoder gets."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, into: _EncoderSpy | None = None) -> None:
         self.model = model
-        self.shapes: list[tuple[int, ...]] = []
-        self.options: list[dict[str, Any]] = []  # generate()'s keyword arguments, per pass
+        # `into`: record into another spy's lists (the float32 model's and the partials' int8 copy).
+        self.shapes: list[tuple[int, ...]] = into.shapes if into else []
+        self.options: list[dict[str, Any]] = into.options if into else []  # generate()'s kwargs, per pass
 
     def encode(self, features: Any) -> Any:
         self.shapes.append(tuple(features.shape))
@@ -36,10 +37,11 @@ class _EncoderSpy:
 
 @pytest.fixture
 def spy(fast: CT2WhisperTranscriber) -> Any:
-    real = fast._model
+    real, real_partial = fast._model, fast._partial_model
     fast._model = _EncoderSpy(real)
+    fast._partial_model = _EncoderSpy(real_partial, into=fast._model)
     yield fast._model
-    fast._model = real
+    fast._model, fast._partial_model = real, real_partial
 
 
 @needs_ct2

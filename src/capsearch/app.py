@@ -122,7 +122,7 @@ def create_app(
                 search=search.search,
                 uploads=images.uploads,
                 transcriber=voice.transcriber,
-                transcribe_batcher=voice.batcher,
+                transcriber_lanes=voice.batcher,
                 voice=voice.pipeline,
                 voice_streams=voice.streams,
                 gallery=images.gallery,

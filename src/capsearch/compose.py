@@ -40,6 +40,7 @@ from capsearch.startup import StartupTimer
 from capsearch.storage import ContentStore
 from capsearch.templating import web_dir
 from capsearch.voice.activity import ActivityDetector, LoudnessDetector
+from capsearch.voice.lanes import TranscriberLanes, lanes_of
 from capsearch.voice.streams import VoiceStreams
 from capsearch.ws.feed import LiveFeed
 from capsearch.ws.uploads import UploadRegistry
@@ -72,9 +73,12 @@ async def start_batcher(
     *,
     holds: ComputeArbiter | None = None,
     hold_priorities: frozenset[Priority] = frozenset(Priority),
+    name: str | None = None,
 ) -> Batcher[In, Out]:
     """`holds`: the model's requests are foreground work, which background models give way to."""
-    batcher: Batcher[In, Out] = Batcher(model, settings, holds=holds, hold_priorities=hold_priorities)
+    batcher: Batcher[In, Out] = Batcher(
+        model, settings, name=name, holds=holds, hold_priorities=hold_priorities
+    )
     await batcher.start()
     stack.push_async_callback(stop_within, clock, batcher.stop, settings.shutdown_timeout_s)
     return batcher
@@ -226,7 +230,7 @@ async def build_images(
 @dataclass
 class VoiceParts:
     transcriber: Model[Clip, str]
-    batcher: Batcher[Clip, str]
+    batcher: TranscriberLanes
     streams: VoiceStreams
     pipeline: VoicePipeline
 
@@ -252,7 +256,14 @@ async def build_voice(
     settings = base.settings
     model = await transcriber
     # Live partials and finals alike: both are someone waiting, relative to a caption.
-    batcher = await start_batcher(stack, base.clock, model, settings.transcribe_batch, holds=base.arbiter)
+    batch, arbiter = settings.transcribe_batch, base.arbiter
+    finals = await start_batcher(stack, base.clock, model, batch, holds=arbiter)
+    partials = None
+    if lanes_of(model) > 1:
+        partials = await start_batcher(
+            stack, base.clock, model, batch, holds=arbiter, name="transcriber-partials"
+        )
+    batcher = TranscriberLanes(finals, partials)
     # Stopped before the batcher: live recordings end and their queued passes leave the queue.
     detector = await build_detector(stack, settings.voice)
     pipeline = VoicePipeline(

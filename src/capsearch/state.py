@@ -21,6 +21,7 @@ from capsearch.services.indexing import SearchIndexer
 from capsearch.services.library import ImageLibrary
 from capsearch.services.search import SearchService
 from capsearch.storage import ContentStore
+from capsearch.voice.lanes import TranscriberLanes
 from capsearch.voice.streams import VoiceStreams
 from capsearch.ws.connection import SocketServices
 from capsearch.ws.feed import LiveFeed
@@ -44,7 +45,7 @@ class AppState:
     search: SearchService
     uploads: UploadRegistry
     transcriber: Model[Clip, str]
-    transcribe_batcher: Batcher[Clip, str]
+    transcriber_lanes: TranscriberLanes
     voice: VoicePipeline
     voice_streams: VoiceStreams
     gallery: Gallery

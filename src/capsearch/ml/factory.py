@@ -100,6 +100,7 @@ def build_transcriber(settings: Settings) -> WhisperTranscriber | CT2WhisperTran
             language=language,
             max_new_tokens=models.transcriber_max_tokens,
             int8=models.transcriber_int8,
+            partials_int8=models.transcriber_partials_int8,
         )
     from capsearch.ml.transcriber import WhisperTranscriber
 

@@ -18,13 +18,13 @@ from typing import Protocol
 
 import numpy as np
 
-from capsearch.batching import Batcher, Priority
+from capsearch.batching import Priority
 from capsearch.config import VoiceSettings
 from capsearch.errors import CapsearchError
-from capsearch.ml.speech import Clip
 from capsearch.services.search import SearchResult, SearchService
 from capsearch.voice.activity import ActivityDetector
 from capsearch.voice.audio import SAMPLE_RATE, AudioError, decode_audio, no_speech
+from capsearch.voice.lanes import TranscriberLanes
 from capsearch.voice.stream import Transcript, VoiceStream, lead_in, pass_clip
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class VoicePipeline:
         self,
         *,
         settings: VoiceSettings,
-        transcriber: Batcher[Clip, str],
+        transcriber: TranscriberLanes,
         search: SearchService,
         detector: ActivityDetector,
     ) -> None:

@@ -33,7 +33,7 @@ async def readyz(state: StateDep) -> JSONResponse:
         checks["database"] = f"unreachable: {type(e).__name__}"
     checks["captioner"] = "ok" if state.caption_batcher.running else "not running"
     checks["embedder"] = "ok" if state.embed_batcher.running else "not running"
-    checks["transcriber"] = "ok" if state.transcribe_batcher.running else "not running"
+    checks["transcriber"] = "ok" if state.transcriber_lanes.running else "not running"
     ready = all(v == "ok" for v in checks.values())
     body = Health(status="ready" if ready else "not ready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

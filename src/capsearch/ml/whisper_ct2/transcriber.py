@@ -13,9 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,17 +20,12 @@ from typing import Any, ClassVar
 
 from capsearch.errors import ModelUnavailableError
 from capsearch.ml.speech import Clip, ClipLike, as_clips, tidy_transcript
-from capsearch.ml.whisper_ct2 import cache
+from capsearch.ml.whisper_ct2 import cache, convert
 from capsearch.ml.whisper_ct2.decoding import PROMPT_TOKENS, decode_options, max_length_for
 from capsearch.ml.whisper_ct2.features import FeatureSpec, LogMel, partial_frames
 
 log = logging.getLogger(__name__)
 
-_UNAVAILABLE_EXIT = 3
-# Rough: torch loads the weights and CTranslate2 writes them again (whisper-base, 0.3 GB).
-_CONVERT_S_PER_GB = 40.0
-# Copied beside model.bin so that serving reads only the converted directory.
-_SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
 DEFAULT_PARTIAL_MARGIN_S = 2.0
 
 
@@ -56,6 +48,8 @@ class CT2WhisperTranscriber:
         int8: bool = False,
         num_threads: int | None = None,
         partial_margin_s: float = DEFAULT_PARTIAL_MARGIN_S,
+        lanes: int = 2,
+        partials_int8: bool = True,
         convert_in_subprocess: bool = True,
     ) -> None:
         # Nothing heavy here: the app builds models at startup and loads them off the event loop.
@@ -65,17 +59,26 @@ class CT2WhisperTranscriber:
         self.language = language
         self.max_new_tokens = max_new_tokens
         self.int8 = int8
-        # CTranslate2's intra-op threads; one pass at a time uses them all (inter_threads=1).
+        # CTranslate2's intra-op threads: each pass uses them all.
         self.num_threads = num_threads or _usable_cores()
+        # Passes that can run at once (CTranslate2's inter_threads: one set of weights, two workers),
+        # so the voice flow runs finals and partials side by side (voice/lanes.py). Both use every
+        # core: a partial beside a final took 0.28 s instead of 0.17 alone; queued behind it, 1.06.
+        self.lanes = lanes
+        # Live partials on int8 weights (a second, int8 copy of the model, ~75 MB for whisper-base):
+        # 2.5x faster here, word error rate 0.106 vs 0.090, and a partial is replaced by the final
+        # anyway, which keeps `int8` (float32 unless asked).
+        self.partials_int8 = partials_int8 and not int8
         self.partial_margin_s = partial_margin_s
         self.convert_in_subprocess = convert_in_subprocess
         self._model: Any = None
+        self._partial_model: Any = None
         self._mel: LogMel | None = None
         self._tokenizer: Any = None
         self._max_length = 0
         self._last_special = 0
         self._lang_tokens: frozenset[str] = frozenset()
-        # Frames of every encoder pass predict() ran, for tests and measurements.
+        # Frames of every encoder pass the last predict() ran, for tests and measurements.
         self.last_frames: list[int] = []
 
     @property
@@ -87,7 +90,9 @@ class CT2WhisperTranscriber:
         return "int8" if self.int8 else "float32"
 
     def describe(self) -> str:
-        weights = "int8 weights, unverified" if self.int8 else "float32"
+        weights = "int8 weights" if self.int8 else "float32"
+        if self.partials_int8:
+            weights += " finals, int8 partials"
         return f"{self.model_id} on cpu (ctranslate2, {weights})"
 
     def _checkpoint(self) -> Path:
@@ -109,60 +114,25 @@ class CT2WhisperTranscriber:
         target = cache.converted_dir(self.cache_dir, self.model_id, cache.checkpoint_key(checkpoint))
         if cache.is_complete(target):
             return target
-        estimate = 8 + _CONVERT_S_PER_GB * cache.weights_bytes(checkpoint) / 1e9
+        estimate = convert.estimate_s(checkpoint)
 
         def build(tmp: Path) -> None:
             log.info("converting the transcriber for CTranslate2 (one time, ~%.0f s)…", estimate)
             started = time.monotonic()
             if self.convert_in_subprocess:
-                self._export_in_child(tmp)
+                convert.export_in_child(self.model_id, self.cache_dir, tmp)
             else:
-                self._export(checkpoint, tmp)
+                convert.export(self.model_id, checkpoint, tmp)
             log.info("converted the transcriber in %.0f s: %s", time.monotonic() - started, target)
 
         cache.publish_ct2(target, build)
         return target
-
-    def _export_in_child(self, out_dir: Path) -> None:
-        command = [sys.executable, "-m", "capsearch.ml.whisper_ct2.transcriber", self.model_id]
-        command += [str(self.cache_dir), str(out_dir)]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode == _UNAVAILABLE_EXIT:
-            raise ModelUnavailableError(done.stdout.strip())
-        if done.returncode != 0:
-            raise RuntimeError(f"converting the transcriber failed: {done.stderr.strip()[-2000:]}")
-
-    def _export(self, checkpoint: Path, out_dir: Path) -> None:
-        # torch and transformers are needed only here; a cached start never imports them.
-        from ctranslate2.converters import TransformersConverter
-
-        try:
-            features = FeatureSpec.from_checkpoint(checkpoint)
-            config = json.loads((checkpoint / "config.json").read_text())
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelUnavailableError(
-                f"The {self.name} model '{self.model_id}' cannot be converted ({exc}). Fix: {self.fix}"
-            ) from exc
-        # force: the publishing step made out_dir (empty) for us.
-        TransformersConverter(str(checkpoint)).convert(str(out_dir), force=True)
-        for name in _SIDE_FILES:
-            if (checkpoint / name).is_file():
-                shutil.copyfile(checkpoint / name, out_dir / name)
-        meta = {
-            "format": cache.FORMAT,
-            "model_id": self.model_id,
-            "features": features.to_json(),
-            "max_target_positions": int(config["max_target_positions"]),
-        }
-        # Written last: a directory with meta.json is a finished conversion.
-        (out_dir / cache.META_FILE).write_text(json.dumps(meta, indent=2))
 
     def load(self) -> None:
         if self.loaded:
             return
         directory = self.convert()
         meta = json.loads((directory / cache.META_FILE).read_text())
-        import ctranslate2
         from tokenizers import Tokenizer
 
         self._lang_tokens = frozenset(t for t in _vocabulary(directory) if _is_language_token(t))
@@ -176,11 +146,20 @@ class CT2WhisperTranscriber:
         self._mel = LogMel(FeatureSpec.from_json(meta["features"]))
         self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         self._last_special = int(self._tokenizer.token_to_id("<|notimestamps|>"))
-        self._model = ctranslate2.models.Whisper(
+        # Two passes may run at once (voice/lanes.py): either two models, one each, or one model
+        # with two workers sharing its weights.
+        inter = 1 if self.partials_int8 else self.lanes
+        self._model = self._whisper(directory, self.compute_type, inter)
+        self._partial_model = self._whisper(directory, "int8", 1) if self.partials_int8 else self._model
+
+    def _whisper(self, directory: Path, compute_type: str, inter_threads: int) -> Any:
+        import ctranslate2
+
+        return ctranslate2.models.Whisper(
             str(directory),
             device="cpu",
-            compute_type=self.compute_type,
-            inter_threads=1,
+            compute_type=compute_type,
+            inter_threads=inter_threads,
             intra_threads=self.num_threads,
         )
 
@@ -190,19 +169,23 @@ class CT2WhisperTranscriber:
         if self._model is None or self._mel is None:
             raise RuntimeError("CT2WhisperTranscriber.predict() called before load()")
         clips = as_clips(batch)
-        self.last_frames = []
+        frames: list[int] = []
         texts: list[str] = [""] * len(clips)
         # Finals share one full-window pass; partials share one window as long as the longest of them
         # (shorter ones just get more silence: a larger margin).
         for final in (True, False):
             rows = [i for i, clip in enumerate(clips) if clip.final is final]
             if rows:
-                ids = self.token_ids([clips[i] for i in rows])
+                kind = [clips[i] for i in rows]
+                frames.append(self.frames_for(kind))
+                ids = self.token_ids(kind)
                 decoded = self._tokenizer.decode_batch(ids, skip_special_tokens=True)
                 for i, text in zip(rows, decoded, strict=True):
                     # A partial's token cap can cut a character's bytes in two: drop the remnant
                     # (finals stay exactly as transformers decodes them).
                     texts[i] = tidy_transcript(text if final else text.rstrip().rstrip("\ufffd"))
+        # Assigned whole: two lanes may run predict() at once.
+        self.last_frames = frames
         return texts
 
     def frames_for(self, clips: list[Clip]) -> int:
@@ -219,13 +202,13 @@ class CT2WhisperTranscriber:
 
         assert self._mel is not None
         frames = self.frames_for(clips)
-        self.last_frames.append(frames)
         # Held in a local: the StorageView borrows this array's memory.
         mel = self._mel([c.samples for c in clips], frames)
-        encoded = self._model.encode(ctranslate2.StorageView.from_array(mel))
-        prompts = [self._prompt(lang) for lang in self._languages(encoded, len(clips))]
+        model = self._model if clips[0].final else self._partial_model
+        encoded = model.encode(ctranslate2.StorageView.from_array(mel))
+        prompts = [self._prompt(lang) for lang in self._languages(model, encoded, len(clips))]
         options = decode_options(clips, self._max_length)
-        results = self._model.generate(
+        results = model.generate(
             encoded,
             prompts,
             beam_size=1,
@@ -237,14 +220,14 @@ class CT2WhisperTranscriber:
         # Timestamp tokens are not special to the tokenizer; transformers' decode filters them out.
         return [[t for t in result.sequences_ids[0] if t <= self._last_special] for result in results]
 
-    def _languages(self, encoded: Any, size: int) -> list[str]:
+    def _languages(self, model: Any, encoded: Any, size: int) -> list[str]:
         if self.language is not None:
             return [_language_token(self.language)] * size
-        if not self._model.is_multilingual and len(self._lang_tokens) == 1:
+        if not model.is_multilingual and len(self._lang_tokens) == 1:
             # CTranslate2 detects only with the full multilingual vocabulary; one language is no choice.
             return [next(iter(self._lang_tokens))] * size
         # Each clip's most likely language token, as transformers' generate() picks it.
-        return [pairs[0][0] for pairs in self._model.detect_language(encoded)]
+        return [pairs[0][0] for pairs in model.detect_language(encoded)]
 
     @staticmethod
     def _prompt(language_token: str) -> list[str]:
@@ -252,6 +235,7 @@ class CT2WhisperTranscriber:
 
     def close(self) -> None:
         self._model = None
+        self._partial_model = None
         self._mel = None
         self._tokenizer = None
 
@@ -280,19 +264,3 @@ def _is_language_token(token: str) -> bool:
     # <|en|>, <|haw|>, <|yue|>: two or three lowercase letters between the markers.
     inner = token[2:-2]
     return token.startswith("<|") and token.endswith("|>") and 2 <= len(inner) <= 3 and inner.isalpha()
-
-
-def _convert_main(argv: list[str]) -> int:
-    """`python -m capsearch.ml.whisper_ct2.transcriber MODEL_ID CACHE_DIR OUT_DIR`: one conversion."""
-    model_id, cache_dir, out_dir = argv
-    transcriber = CT2WhisperTranscriber(model_id, cache_dir=Path(cache_dir))
-    try:
-        transcriber._export(transcriber._checkpoint(), Path(out_dir))
-    except ModelUnavailableError as exc:
-        print(exc.message)
-        return _UNAVAILABLE_EXIT
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_convert_main(sys.argv[1:]))
