@@ -17,18 +17,24 @@ from capsearch.config import Settings
 from capsearch.ml.speech import Clip
 from capsearch.voice.audio import SAMPLE_RATE
 
-BACKENDS = ("transformers", "ctranslate2")
+# (label, backend, model settings): the default CTranslate2 setup runs partials on an int8 copy.
+VARIANTS: tuple[tuple[str, str, dict[str, bool]], ...] = (
+    ("transformers", "transformers", {}),
+    ("ctranslate2 (int8 partials)", "ctranslate2", {}),
+    ("ctranslate2 float32", "ctranslate2", {"transcriber_partials_int8": False}),
+    ("ctranslate2 int8", "ctranslate2", {"transcriber_int8": True}),
+)
 LEAD_INS_MS = (0, 250)
 PARTIAL_SECONDS = (1.0, 2.0, 3.0, 5.0)
 # Targets of issue 12.
 WER_SLACK = 0.02
 
 
-def _transcriber(settings: Settings, model_dir: str, backend: str) -> Any:
+def _transcriber(settings: Settings, model_dir: str, backend: str, extra: dict[str, bool]) -> Any:
     from capsearch.ml.factory import build_transcriber
 
     models = settings.models.model_copy(
-        update={"profile": "tiny", "transcriber_id": model_dir, "transcriber_backend": backend}
+        update={"profile": "tiny", "transcriber_id": model_dir, "transcriber_backend": backend, **extra}
     )
     transcriber = build_transcriber(settings.model_copy(update={"models": models}))
     transcriber.load()
@@ -45,14 +51,17 @@ def _fastest(fn: Any, repeat: int) -> float:
     return min(times)
 
 
-def _measure(settings_json: str, model_dir: str, backend: str, quick: bool) -> dict[str, Any]:
+def _measure(
+    settings_json: str, model_dir: str, variant: tuple[str, str, dict[str, bool]], quick: bool
+) -> dict[str, Any]:
     """In a child: pass times and word error rates of one backend."""
     settings = Settings.model_validate_json(settings_json)
-    model = _transcriber(settings, model_dir, backend)
+    label, backend, extra = variant
+    model = _transcriber(settings, model_dir, backend, extra)
     speech = [trim(festival_speech(p)) for p in (PHRASES[:8] if quick else PHRASES)]
     long = np.concatenate([speech[0], np.zeros(SAMPLE_RATE // 4, np.float32), speech[1], speech[2]])
     repeat = 2 if quick else 4
-    row: dict[str, Any] = {"backend": backend}
+    row: dict[str, Any] = {"backend": label}
     row["final_pass_s"] = _fastest(lambda: model.predict([Clip(speech[0])]), repeat)
     for seconds in PARTIAL_SECONDS:
         part = Clip(long[: int(seconds * SAMPLE_RATE)], final=False)
@@ -80,9 +89,9 @@ def bench_transcriber_models(
     if missing:
         return [], f"word error rates skipped: {missing}"
     rows = []
-    for backend in BACKENDS:
+    for variant in VARIANTS:
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            rows.append(pool.apply(_measure, (settings.model_dump_json(), model_dir, backend, quick)))
+            rows.append(pool.apply(_measure, (settings.model_dump_json(), model_dir, variant, quick)))
     base = next(r for r in rows if r["backend"] == "transformers")
     lines = []
     for r in rows:
