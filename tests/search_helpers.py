@@ -1,14 +1,18 @@
-"""Shared by the search tests: a captioner with known captions, uploads, and the index == database check."""
+"""Shared by the search tests: a captioner with known captions, uploads (and their upload times), and the
+index == database check."""
 
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from typing import ClassVar
 
 import httpx
 from fastapi import FastAPI
 from PIL import Image as PILImage
+from sqlalchemy import update
 
+from capsearch.db.models import Image
 from tests.apikit import files, state_of
 from tests.conftest import photo_bytes
 
@@ -69,3 +73,10 @@ async def assert_index_matches_database(app: FastAPI) -> None:
     indexer = state_of(app).indexer
     await indexer.settle()
     assert indexer.index.ids() == await indexer.database_ids()
+
+
+async def set_uploaded(app: FastAPI, times: dict[int, datetime]) -> None:
+    """Move images' upload times (created_at), as if they had been uploaded then."""
+    async with state_of(app).sessions() as s, s.begin():
+        for image_id, when in times.items():
+            await s.execute(update(Image).where(Image.id == image_id).values(created_at=when))
