@@ -4,7 +4,7 @@ SQLite, and on Postgres when TEST_DATABASE_URL is set."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -15,25 +15,17 @@ from capsearch.app import CaptionerFactory
 from capsearch.services import search as search_module
 from capsearch.services.search_options import SearchOptions, SearchOptionsError
 from tests.apikit import state_of
-from tests.search_helpers import ScriptedCaptioner, set_uploaded, upload_captioned
-
-DOGS = [
-    "a dog running on the beach",
-    "a dog sleeping on a sofa",
-    "a brown dog playing in the snow",
-    "a dog catching a ball in a park",
-]
-OTHERS = ["a plate of pasta with tomato sauce", "a red car parked on a city street"]
-END_OF_DAY = timedelta(days=1, microseconds=-1)
-JAN_10 = datetime(2026, 1, 10, tzinfo=UTC)
-TIMES = {  # caption → when it was uploaded
-    DOGS[0]: datetime(2026, 1, 5, 10, tzinfo=UTC),
-    DOGS[1]: JAN_10,  # the first instant of 10 January
-    DOGS[2]: JAN_10 + END_OF_DAY,  # its last
-    DOGS[3]: datetime(2026, 1, 20, 12, tzinfo=UTC),
-    OTHERS[0]: datetime(2026, 2, 1, tzinfo=UTC),  # the newest image matches no dog query
-    OTHERS[1]: JAN_10 - timedelta(microseconds=1),  # the last instant of 9 January
-}
+from tests.search_helpers import (
+    DOGS,
+    END_OF_DAY,
+    JAN_10,
+    OTHERS,
+    TIMES,
+    ScriptedCaptioner,
+    set_uploaded,
+    upload_captioned,
+    upload_dated,
+)
 
 
 @pytest.fixture
@@ -43,10 +35,7 @@ def captioner_factory() -> CaptionerFactory:
 
 @pytest.fixture
 async def dated(client: httpx.AsyncClient, app: FastAPI) -> dict[str, int]:
-    """caption → image id, each uploaded at its time in TIMES."""
-    ids = await upload_captioned(client, DOGS + OTHERS, seed=700)
-    await set_uploaded(app, {ids[c]: t for c, t in TIMES.items()})
-    return ids
+    return await upload_dated(client, app)
 
 
 async def search(client: httpx.AsyncClient, q: str, **params: Any) -> dict[str, Any]:
