@@ -67,8 +67,12 @@ async def test_a_range_with_no_images_says_so_and_offers_to_clear(
 @pytest.mark.parametrize(
     ("params", "code", "words"),
     [
-        ({"from": "2026-02-01", "to": "2026-01-01"}, "bad_date_range", "ends before it starts"),
-        ({"from": "2026-02-30"}, "bad_date", "must be a date like 2026-01-31"),
+        (
+            {"from": "2026-02-01", "to": "2026-01-01"},
+            "bad_date_range",
+            "the “From” date must not be after the “To” date",
+        ),
+        ({"from": "2026-02-30"}, "bad_date", "for the “From” date, not “2026-02-30”"),
         ({"sort": "oldest"}, "bad_sort", "Sort by “relevance” or “newest”"),
         ({"from": "2026-01-01", "tz": "Nowhere/Special"}, "bad_time_zone", "not a time zone"),
     ],

@@ -73,10 +73,10 @@ def test_dates_are_whole_days_in_the_time_zone() -> None:
     ("args", "code", "words"),
     [
         (("oldest",), "bad_sort", "“relevance” or “newest”"),
-        ((None, "yesterday"), "bad_date", "uploaded_from must be a date like 2026-01-31"),
-        ((None, None, "2026-13-01"), "bad_date", "uploaded_to must be a date"),
+        ((None, "yesterday"), "bad_date", "a date like 2026-01-31, or a date and time like"),
+        ((None, None, "2026-13-01"), "bad_date", "for uploaded_to, not “2026-13-01”"),
         ((None, "2026-01-10T25:00"), "bad_date", "not “2026-01-10T25:00”"),
-        ((None, "2026-02-01", "2026-01-31"), "bad_date_range", "ends before it starts"),
+        ((None, "2026-02-01", "2026-01-31"), "bad_date_range", "uploaded_from must not be after uploaded_to"),
         ((None, "2026-01-10T12:00Z", "2026-01-10T11:59Z"), "bad_date_range", "ends before it starts"),
         ((None, "2026-01-10", None, "Mars/Olympus_Mons"), "bad_time_zone", "not a time zone"),
         ((None, "2026-01-10", None, "../../etc/passwd"), "bad_time_zone", "IANA name"),

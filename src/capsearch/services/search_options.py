@@ -66,15 +66,18 @@ class SearchOptions:
         uploaded_from: str | None = None,
         uploaded_to: str | None = None,
         tz: str | None = None,
+        *,
+        names: tuple[str, str] = ("uploaded_from", "uploaded_to"),
     ) -> SearchOptions:
         """Options from what a person or a client sent (empty text = not given); raises
-        SearchOptionsError with a sentence that names the field and the accepted forms."""
+        SearchOptionsError with a sentence that names the field (as `names` call the two dates:
+        the page's are its controls, not the API's parameters) and the accepted forms."""
         zone = _zone(tz)
-        start = _instant("uploaded_from", uploaded_from, zone, end_of_day=False)
-        until = _instant("uploaded_to", uploaded_to, zone, end_of_day=True)
+        start = _instant(names[0], uploaded_from, zone, end_of_day=False)
+        until = _instant(names[1], uploaded_to, zone, end_of_day=True)
         if start is not None and until is not None and start >= until:
             raise SearchOptionsError(
-                "The date range ends before it starts: uploaded_from must not be after uploaded_to.",
+                f"The date range ends before it starts: {names[0]} must not be after {names[1]}.",
                 code="bad_date_range",
             )
         return cls(_sort(sort), start, until)
@@ -128,8 +131,8 @@ def _instant(field: str, text: str | None, zone: tzinfo, *, end_of_day: bool) ->
         return None
     except ValueError:
         raise SearchOptionsError(
-            f"{field} must be a date like 2026-01-31 or a date and time like 2026-01-31T18:30:00+01:00, "
-            f"not “{text[:_MAX_TEXT]}”.",
+            f"Expected a date like 2026-01-31, or a date and time like 2026-01-31T18:30:00+01:00, for "
+            f"{field}, not “{text[:_MAX_TEXT]}”.",
             code="bad_date",
         ) from None
 

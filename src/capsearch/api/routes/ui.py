@@ -56,6 +56,8 @@ class PageFilters(BaseModel):
 
 
 PageFiltersIn = Annotated[PageFilters, Query()]
+# What a refusal calls the two dates on the page: the controls a person sees.
+DATE_NAMES = ("the “From” date", "the “To” date")
 
 
 def _refused(q: str, code: str, detail: str) -> dict[str, Any]:
@@ -68,7 +70,7 @@ async def search_context(
     """The context of `partials/search_results.html` for a query, and the status to answer with;
     the client's search `quota` is spent first."""
     try:
-        options = SearchOptions.parse(filters.sort, filters.from_, filters.to, filters.tz)
+        options = SearchOptions.parse(filters.sort, filters.from_, filters.to, filters.tz, names=DATE_NAMES)
         quota.take()
         result = await search.search(q, None, options)
     except (QueryError, SearchOptionsError) as e:
