@@ -25,7 +25,7 @@ from typing import Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from capsearch.db.models import Image
@@ -138,15 +138,21 @@ def _instant(field: str, text: str | None, zone: tzinfo, *, end_of_day: bool) ->
 
 
 async def ids_in_range(sessions: async_sessionmaker[AsyncSession], options: SearchOptions) -> np.ndarray:
-    """Ids of the images uploaded within the options' range (an index range scan on created_at)."""
-    query = select(Image.id)
+    """Ids of the images uploaded within the options' range (an index range scan on created_at).
+
+    As one aggregated value, not a row per id: rows cost ~4 µs each in the driver and SQLAlchemy
+    (a million: 3.8 s on PostgreSQL), one array of a million ids 0.27 s."""
+    where = []
     if options.uploaded_from is not None:
-        query = query.where(Image.created_at >= options.uploaded_from)
+        where.append(Image.created_at >= options.uploaded_from)
     if options.uploaded_until is not None:
-        query = query.where(Image.created_at < options.uploaded_until)
+        where.append(Image.created_at < options.uploaded_until)
     async with sessions() as s:
-        ids = (await s.execute(query)).scalars().all()
-    return np.fromiter(ids, dtype=np.int64, count=len(ids))
+        if (await s.connection()).dialect.name == "postgresql":
+            ids = (await s.execute(select(func.array_agg(Image.id)).where(*where))).scalar_one()
+            return np.array(ids or [], dtype=np.int64)
+        listed = (await s.execute(select(func.group_concat(Image.id)).where(*where))).scalar_one()
+    return np.array(listed.split(",") if listed else [], dtype=np.int64)
 
 
 class _HasImage(Protocol):
