@@ -216,7 +216,7 @@ async def test_a_voice_search_carries_the_filters(settings: Settings, tmp_path: 
 
 async def captioned_pair(api: httpx.AsyncClient, caption: str) -> tuple[int, int]:
     r = await api.post("/api/images?wait=true", files=files(photo_bytes(60), photo_bytes(61)))
-    new, old = (i["image"]["id"] for i in r.json()["items"])
+    new, old = sorted(i["image"]["id"] for i in r.json()["items"])  # files may be taken in any order
     for image_id in (new, old):
         assert (await api.patch(f"/api/images/{image_id}", json={"caption": caption})).status_code == 200
     return old, new

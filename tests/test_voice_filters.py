@@ -41,7 +41,7 @@ def ids_of(body: dict[str, Any]) -> list[int]:
 async def captioned_pair(client: httpx.AsyncClient, app: FastAPI, caption: str) -> tuple[int, int]:
     """Two images captioned `caption`: (uploaded OLD, uploaded NEW); the old one has the later id."""
     r = await client.post("/api/images?wait=true", files=files(photo_bytes(40), photo_bytes(41)))
-    new, old = (i["image"]["id"] for i in r.json()["items"])
+    new, old = sorted(i["image"]["id"] for i in r.json()["items"])  # files may be taken in any order
     for image_id in (new, old):
         assert (await client.patch(f"/api/images/{image_id}", json={"caption": caption})).status_code == 200
     await set_uploaded(app, {old: OLD, new: NEW})
@@ -77,7 +77,7 @@ async def test_rest_voice_search_sorts_and_filters(
 
 def caption_pair(web: TestClient, caption: str) -> tuple[int, int]:
     r = web.post("/api/images?wait=true", files=files(photo_bytes(50), photo_bytes(51)))
-    new, old = (i["image"]["id"] for i in r.json()["items"])
+    new, old = sorted(i["image"]["id"] for i in r.json()["items"])  # files may be taken in any order
     for image_id in (new, old):
         assert web.patch(f"/api/images/{image_id}", json={"caption": caption}).status_code == 200
     assert web.portal is not None
