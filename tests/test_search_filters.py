@@ -65,6 +65,7 @@ def test_dates_are_whole_days_in_the_time_zone() -> None:
     naive = SearchOptions.parse(None, "2026-01-10T09:00", None, "Asia/Tokyo")
     assert naive.uploaded_from == JAN_10
     assert not SearchOptions.parse("", "", "", "").filtered
+    assert not SearchOptions.parse(None, None, None, "Nowhere/Special").filtered  # no dates, no zone
     # The calendar's end is no bound at all, not an error.
     assert SearchOptions.parse(None, None, "9999-12-31").uploaded_until is None
 

@@ -72,7 +72,8 @@ class SearchOptions:
         """Options from what a person or a client sent (empty text = not given); raises
         SearchOptionsError with a sentence that names the field (as `names` call the two dates:
         the page's are its controls, not the API's parameters) and the accepted forms."""
-        zone = _zone(tz)
+        # Only dates need a zone: a search without them never fails on one the server lacks.
+        zone = _zone(tz) if uploaded_from or uploaded_to else UTC
         start = _instant(names[0], uploaded_from, zone, end_of_day=False)
         until = _instant(names[1], uploaded_to, zone, end_of_day=True)
         if start is not None and until is not None and start >= until:
