@@ -122,6 +122,9 @@ async def test_sort_and_dates_beside_the_results(settings: Settings) -> None:
             assert address(page) == want
             assert await page.get_by_role("button", name="Clear filters").is_visible()
             await page.screenshot(path=str(ARTIFACTS / "browser-search-filters.png"), full_page=True)
+            await page.set_viewport_size({"width": 390, "height": 844})
+            await page.screenshot(path=str(ARTIFACTS / "browser-search-filters-mobile.png"))
+            await page.set_viewport_size({"width": 1280, "height": 900})
 
             # A reload lands on the same search, controls and all; so does coming back to the page.
             await page.reload()
