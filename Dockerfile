@@ -21,6 +21,8 @@ ENV PYTHONUNBUFFERED=1 \
     CAPSEARCH_DATABASE__URL=sqlite+aiosqlite:////data/capsearch.db
 
 WORKDIR /app
+# IANA time zones: search's date filters read a day in the person's own zone (README "Sort and filter").
+RUN apt-get update && apt-get install -y --no-install-recommends tzdata && rm -rf /var/lib/apt/lists/*
 # torch first, from the index that matches the hardware, so the project install reuses it.
 RUN pip install "torch==2.13.0" --index-url "https://download.pytorch.org/whl/${TORCH_INDEX}"
 COPY pyproject.toml requirements.lock README.md alembic.ini ./

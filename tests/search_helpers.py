@@ -1,14 +1,18 @@
-"""Shared by the search tests: a captioner with known captions, uploads, and the index == database check."""
+"""Shared by the search tests: a captioner with known captions, uploads (and their upload times), and the
+index == database check."""
 
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
 import httpx
 from fastapi import FastAPI
 from PIL import Image as PILImage
+from sqlalchemy import update
 
+from capsearch.db.models import Image
 from tests.apikit import files, state_of
 from tests.conftest import photo_bytes
 
@@ -54,6 +58,26 @@ class ScriptedCaptioner:
         pass
 
 
+# A collection with known upload times (tests/test_search_filters.py, test_page_filters.py).
+DOGS = [
+    "a dog running on the beach",
+    "a dog sleeping on a sofa",
+    "a brown dog playing in the snow",
+    "a dog catching a ball in a park",
+]
+OTHERS = ["a plate of pasta with tomato sauce", "a red car parked on a city street"]
+END_OF_DAY = timedelta(days=1, microseconds=-1)
+JAN_10 = datetime(2026, 1, 10, tzinfo=UTC)
+TIMES = {  # caption → when it was uploaded
+    DOGS[0]: datetime(2026, 1, 5, 10, tzinfo=UTC),
+    DOGS[1]: JAN_10,  # the first instant of 10 January
+    DOGS[2]: JAN_10 + END_OF_DAY,  # its last
+    DOGS[3]: datetime(2026, 1, 20, 12, tzinfo=UTC),
+    OTHERS[0]: datetime(2026, 2, 1, tzinfo=UTC),  # the newest image matches no dog query
+    OTHERS[1]: JAN_10 - timedelta(microseconds=1),  # the last instant of 9 January
+}
+
+
 async def upload_captioned(client: httpx.AsyncClient, captions: list[str], seed: int = 300) -> dict[str, int]:
     """Upload one image per caption (wait=true, so each is captioned and indexed); caption → id."""
     blobs = [photo_bytes(seed + i, size=ScriptedCaptioner.size_for(c)) for i, c in enumerate(captions)]
@@ -69,3 +93,17 @@ async def assert_index_matches_database(app: FastAPI) -> None:
     indexer = state_of(app).indexer
     await indexer.settle()
     assert indexer.index.ids() == await indexer.database_ids()
+
+
+async def set_uploaded(app: FastAPI, times: dict[int, datetime]) -> None:
+    """Move images' upload times (created_at), as if they had been uploaded then."""
+    async with state_of(app).sessions() as s, s.begin():
+        for image_id, when in times.items():
+            await s.execute(update(Image).where(Image.id == image_id).values(created_at=when))
+
+
+async def upload_dated(client: httpx.AsyncClient, app: FastAPI) -> dict[str, int]:
+    """DOGS and OTHERS, each uploaded at its time in TIMES; caption → image id."""
+    ids = await upload_captioned(client, DOGS + OTHERS, seed=700)
+    await set_uploaded(app, {ids[c]: t for c, t in TIMES.items()})
+    return ids

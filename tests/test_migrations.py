@@ -127,3 +127,18 @@ async def test_0002_search_schema_up_and_down(scratch_url: str) -> None:
         # The rebuilt table (SQLite batch mode) kept its rows.
         assert (await conn.execute(text("SELECT caption FROM images"))).scalar_one() == "a dog"
     await engine.dispose()
+
+
+async def _indexes(url: str, table: str) -> set[str]:
+    engine = create_engine(url)
+    async with engine.connect() as conn:
+        names = await conn.run_sync(lambda c: {ix["name"] for ix in inspect(c).get_indexes(table)})
+    await engine.dispose()
+    return {n for n in names if n}
+
+
+async def test_0003_indexes_the_upload_time(scratch_url: str) -> None:
+    await asyncio.to_thread(migrate.upgrade, scratch_url, "0003")
+    assert "ix_images_created_at" in await _indexes(scratch_url, "images")
+    await asyncio.to_thread(migrate.downgrade, scratch_url, "0002")
+    assert "ix_images_created_at" not in await _indexes(scratch_url, "images")

@@ -13,7 +13,8 @@ from capsearch.ml.base import Embedder
 from capsearch.ml.factory import build_embedder
 from capsearch.ml.registry import packaged_weights, spec_for
 from capsearch.search import persist
-from capsearch.search.index import VectorIndex, auto_nprobe, checksum, ivf_lists
+from capsearch.search.index import VectorIndex, checksum
+from capsearch.search.probing import auto_nprobe, ivf_lists
 from capsearch.services.search import QueryError, clean_query, hybrid_score, keyword_match, keywords
 
 DIM = 32
@@ -46,6 +47,27 @@ def test_search_upsert_remove(kind: str) -> None:
     assert index.search(vectors[7], 1)[0][0] != ids[7]
     assert index.remove([ids[8], 99_999]) == 1
     assert ids[8] not in index.ids() and len(index) == 1999
+
+
+@pytest.mark.parametrize("kind", ["exact", "ivf"])
+def test_a_search_within_ids_finds_them_however_far_they_are(kind: str) -> None:
+    index, ids, vectors = filled(20_000, threshold=1000)
+    index.rebuild(kind)  # type: ignore[arg-type]
+    index.nprobe = 4  # of 256 lists (IVF): as small a share as a million vectors get
+    query = vectors[0]
+    # The three least similar vectors: far outside any unfiltered top-k, and (IVF) in lists that
+    # an unfiltered query does not scan.
+    far = ids[np.argsort(vectors @ query)[:3]]
+    assert not set(far) & {i for i, _ in index.search(query, 200)}
+    within = np.concatenate([far, [5, 6]]).astype(np.int64)  # ids the index does not hold are ignored
+    hits = index.search(query, 10, within)
+    assert sorted(i for i, _ in hits) == sorted(far)
+    assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+    # A wide range searches within it too: every hit is in it, the best of it first.
+    half = ids[::2].astype(np.int64)
+    wide = index.search(query, 5, half)
+    assert wide[0][0] == ids[0] and all(i in set(half) for i, _ in wide)
+    assert index.search(query, 5, np.empty(0, np.int64)) == []
 
 
 def test_kind_follows_the_size_with_hysteresis() -> None:

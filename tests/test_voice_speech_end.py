@@ -11,6 +11,7 @@ from capsearch.batching import Batcher
 from capsearch.config import VoiceSettings
 from capsearch.ml.speech import Clip
 from capsearch.services.search import SearchResult
+from capsearch.services.search_options import SearchOptions
 from capsearch.voice.streams import VoiceStreams
 from tests.streamkit import PLAIN, WAIT_S, Owner, batcher, entered, f32, model, streams
 from tests.voicekit import GatedTranscriber, silence, tone
@@ -65,16 +66,17 @@ async def test_speech_after_an_early_final_makes_it_stale(
 async def test_words_settle_and_are_searched_while_speaking(
     batcher: Batcher[Clip, str], model: GatedTranscriber
 ) -> None:
-    searched: list[str] = []
+    searched: list[tuple[str, SearchOptions]] = []
+    newest = SearchOptions(sort="newest")
 
-    async def search(query: str) -> SearchResult:
-        searched.append(query)
+    async def search(query: str, options: SearchOptions) -> SearchResult:
+        searched.append((query, options))
         return SearchResult(query=query, hits=[])
 
     settings = VoiceSettings(**(PLAIN | {"live_search_interval_ms": 0}))
     streams = VoiceStreams(settings, batcher, search=search)
     owner = Owner()
-    stream = streams.open("settle-1", owner)
+    stream = streams.open("settle-1", owner, options=newest)
     await streams.feed(stream, f32(tone(0.4)))
     await entered(model)
     model.release()
@@ -87,7 +89,7 @@ async def test_words_settle_and_are_searched_while_speaking(
     # "heard" agrees across both passes; the rest differs.
     assert (second.settled, second.tentative) == ("heard", "9600 samples")
     assert await asyncio.wait_for(owner.hits.get(), WAIT_S) == "heard"
-    assert searched == ["heard"]
+    assert searched == [("heard", newest)]  # with the recording's own sort and date range
     final = streams.finish(stream)
     model.release(10)
     await final

@@ -71,7 +71,12 @@ def test_hits_say_whether_they_are_partial() -> None:
     assert sent(hits())["partial"] is False  # the final's hits, as before
     live = sent(hits(partial=True))
     assert live["partial"] is True
-    assert set(live) == {"type", "id", "transcript", "query", "hits", "no_match", "html", "partial"}
+    assert set(live) == {"type", "id", "transcript", "query", "hits", "no_match", "html", "partial"} | {
+        "sort",
+        "uploaded_from",
+        "uploaded_to",
+        "in_range",
+    }
 
 
 @pytest.mark.parametrize("reason", ["silence", "max_seconds"])

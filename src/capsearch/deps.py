@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Query
 from starlette.requests import HTTPConnection
 
 from capsearch.config import Settings
@@ -15,6 +15,8 @@ from capsearch.pipelines.voice import VoicePipeline
 from capsearch.ratelimit import RateLimiter, RateLimits, client_key
 from capsearch.services.library import ImageLibrary
 from capsearch.services.search import SearchService
+from capsearch.services.search_options import SearchOptions
+from capsearch.shapes import SearchOptionsIn
 from capsearch.state import AppState
 from capsearch.ws.connection import SocketServices
 
@@ -51,12 +53,19 @@ def get_socket_services(state: StateDep) -> SocketServices:
     return state.sockets()
 
 
+def get_search_options(params: Annotated[SearchOptionsIn, Query()]) -> SearchOptions:
+    # A mistake here is a 422 with its own code (bad_date_range, ...), not FastAPI's generic one.
+    return params.options()
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 ImagePipelineDep = Annotated[ImagePipeline, Depends(get_image_pipeline)]
 LibraryDep = Annotated[ImageLibrary, Depends(get_library)]
 SearchServiceDep = Annotated[SearchService, Depends(get_search_service)]
 VoicePipelineDep = Annotated[VoicePipeline, Depends(get_voice_pipeline)]
 SocketServicesDep = Annotated[SocketServices, Depends(get_socket_services)]
+# The REST searches' sort and upload-date range (query parameters: sort, uploaded_from, uploaded_to, tz).
+SearchOptionsDep = Annotated[SearchOptions, Depends(get_search_options)]
 
 
 class Quota:

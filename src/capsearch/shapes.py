@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from capsearch.db.models import Image, ImageStatus
 from capsearch.services.search import SearchResult
+from capsearch.services.search_options import SORTS, SearchOptions, Sort
 from capsearch.templating import render
 
 # How many of the newest images the page's collection shows (rendered by the page and by a resync).
@@ -76,10 +77,69 @@ class SearchHit(BaseModel):
     keyword_match: float = Field(description="Share of the query's keywords found in the caption.")
 
 
-class SearchResponse(BaseModel):
+class SearchOptionsIn(BaseModel):
+    """A search's order and upload-date range as clients send them: REST query parameters, and the
+    fields of the socket's `voice.start`. `options()` parses them (services/search_options.py)."""
+
+    sort: str | None = Field(
+        None,
+        max_length=64,
+        description="`relevance` (best first, the default) or `newest` (upload time, newest first, "
+        "among the images that match).",
+        json_schema_extra={"enum": list(SORTS)},
+    )
+    uploaded_from: str | None = Field(
+        None,
+        max_length=64,
+        description="Only images uploaded at or after this: a date (2026-01-31: from the start of that "
+        "day in `tz`) or a date and time (2026-01-31T18:30:00+01:00).",
+        examples=["2026-01-01"],
+    )
+    uploaded_to: str | None = Field(
+        None,
+        max_length=64,
+        description="Only images uploaded at or before this: a date (to the end of that day in `tz`, "
+        "inclusive) or a date and time (inclusive). Before `uploaded_from`: 422 `bad_date_range`.",
+        examples=["2026-02-01"],
+    )
+    tz: str | None = Field(
+        None,
+        max_length=64,
+        description="The IANA time zone (Europe/Berlin) that dates, and times without an offset, are "
+        "read in; default UTC.",
+    )
+
+    def options(self) -> SearchOptions:
+        """The parsed options; raises SearchOptionsError (422: bad_sort, bad_date, bad_date_range,
+        bad_time_zone)."""
+        return SearchOptions.parse(self.sort, self.uploaded_from, self.uploaded_to, self.tz)
+
+
+class SearchScope(BaseModel):
+    """How a search's hits were ordered and narrowed, as the server understood the options."""
+
+    sort: Sort = Field("relevance", description="The order of `hits`: relevance (best first) or newest.")
+    uploaded_from: datetime | None = Field(
+        None, description="The date range's first instant (inclusive, UTC) as understood; null: open."
+    )
+    uploaded_to: datetime | None = Field(
+        None, description="The date range's last instant (inclusive, UTC) as understood; null: open."
+    )
+    in_range: int | None = Field(
+        None,
+        description="How many images were uploaded within the date range (0: no match can be found "
+        "there); null when no range was given.",
+    )
+
+
+class SearchResponse(SearchScope):
     query: str = Field(description="The query as searched (whitespace collapsed).")
-    hits: list[SearchHit] = Field(description="Best first; empty when nothing matches well enough.")
-    no_match: bool = Field(description="True when no image clears the score floor.")
+    hits: list[SearchHit] = Field(
+        description="In `sort` order (best first, or newest first); empty when nothing matches well enough."
+    )
+    no_match: bool = Field(
+        description="True when no image clears the score floor (or none was uploaded in the date range)."
+    )
 
 
 def search_response(result: SearchResult) -> SearchResponse:
@@ -94,7 +154,16 @@ def search_response(result: SearchResult) -> SearchResponse:
         )
         for h in result.hits
     ]
-    return SearchResponse(query=result.query, hits=hits, no_match=result.no_match)
+    options = result.options
+    return SearchResponse(
+        query=result.query,
+        hits=hits,
+        no_match=result.no_match,
+        sort=options.sort,
+        uploaded_from=options.uploaded_from,
+        uploaded_to=options.uploaded_to,
+        in_range=result.in_range,
+    )
 
 
 def search_results_html(response: SearchResponse, **context: Any) -> str:

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from capsearch.search.index import VectorIndex, auto_nprobe, ivf_lists
+from capsearch.search.index import VectorIndex
+from capsearch.search.probing import auto_nprobe, ivf_lists
 
 DIM = 384
 QUERIES = 200

@@ -71,8 +71,9 @@ class Image(Base):
         default=ImageStatus.RECEIVED,
     )
     error: Mapped[str | None] = mapped_column(Text)
+    # Indexed: a search narrowed to an upload-date range asks for the ids uploaded in it.
     created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, server_default=func.now()
+        DateTime(timezone=True), default=utcnow, server_default=func.now(), index=True
     )
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow, server_default=func.now()

@@ -22,6 +22,7 @@ from capsearch.batching import Priority
 from capsearch.config import VoiceSettings
 from capsearch.errors import CapsearchError
 from capsearch.services.search import SearchResult, SearchService
+from capsearch.services.search_options import RELEVANCE, SearchOptions
 from capsearch.voice.activity import ActivityDetector
 from capsearch.voice.audio import SAMPLE_RATE, AudioError, decode_audio, no_speech
 from capsearch.voice.lanes import TranscriberLanes
@@ -94,9 +95,12 @@ class VoicePipeline:
     async def transcribe_file(self, data: bytes) -> Transcript:
         return await self.transcribe(await self.decode(data))
 
-    async def search_transcript(self, transcript: str, k: int | None = None) -> SearchResult:
+    async def search_transcript(
+        self, transcript: str, options: SearchOptions = RELEVANCE, k: int | None = None
+    ) -> SearchResult:
         """The search hook of voice: a final transcript → hits, exactly like a typed query."""
-        return await self.search.search(query_of(transcript, self.search.settings.max_query_chars), k)
+        query = query_of(transcript, self.search.settings.max_query_chars)
+        return await self.search.search(query, k, options)
 
     async def finish(self, stream: VoiceStream, final: Awaitable[Transcript], out: VoiceOut) -> None:
         """The end of a live recording: its final pass → the transcript → (if asked) hits, each pushed
@@ -104,4 +108,4 @@ class VoicePipeline:
         transcript = await final
         await out.final(transcript)
         if stream.search:
-            await out.hits(transcript, await self.search_transcript(transcript.text))
+            await out.hits(transcript, await self.search_transcript(transcript.text, stream.options))

@@ -20,7 +20,6 @@ writes that arrive meanwhile and replaying them before the swap, so searches and
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import threading
 from typing import Any, Literal
@@ -28,6 +27,8 @@ from typing import Any, Literal
 import faiss as _faiss
 import numpy as np
 import numpy.typing as npt
+
+from capsearch.search.probing import TRAIN_POINTS_PER_LIST, ivf_lists, search_params
 
 # FAISS ships partial type stubs (no DirectMap, no SearchParametersIVF(nprobe=)): treat it as untyped.
 faiss: Any = _faiss
@@ -40,29 +41,9 @@ IndexKind = Literal["exact", "ivf"]
 # running at once, they spin on cores that are already busy (measured 5× slower under load).
 SEARCH_THREADS = 1
 BUILD_THREADS = os.cpu_count() or 1
-# Training on 32 points per list is plenty for well-spread centroids and keeps a 1M build short.
-TRAIN_POINTS_PER_LIST = 32
 # An IVF index trained on n vectors is retrained once it holds this many times more: its lists,
 # placed for the old data, become unbalanced and slow.
 RETRAIN_GROWTH = 4
-MIN_SCANNED = 32_768
-
-
-def ivf_lists(n: int) -> int:
-    """Lists for n vectors: ~2·√n as a power of two (2048 at a million: 4096 scanned no fewer bytes
-    for the same recall and doubled the build), but never so many that a list would get fewer than
-    TRAIN_POINTS_PER_LIST training points."""
-    wanted: int = 2 ** round(math.log2(2 * math.sqrt(max(n, 1))))
-    trainable: int = 2 ** int(math.log2(max(n // TRAIN_POINTS_PER_LIST, 1)))
-    return max(1, min(wanted, trainable))
-
-
-def auto_nprobe(nlist: int, n: int) -> int:
-    """Lists scanned per query: 1/32 of them, but at least ~MIN_SCANNED vectors' worth. At a million
-    vectors 1/32 measured ≥ 0.95 recall@10; smaller collections need a larger share for the same
-    recall, and scanning 32k float16 vectors costs only ~2 ms (docs/benchmarks.md)."""
-    share = max(1 / 32, MIN_SCANNED / max(n, 1))
-    return max(1, min(nlist, math.ceil(nlist * share)))
 
 
 def checksum(ids: Ids, vectors: Vectors) -> str:
@@ -263,20 +244,15 @@ class VectorIndex:
 
     # ---- reads --------------------------------------------------------------------------------
 
-    def search(self, vector: Any, k: int) -> list[tuple[int, float]]:
-        """The k nearest (id, cosine) pairs, best first."""
+    def search(self, vector: Any, k: int, within: Ids | None = None) -> list[tuple[int, float]]:
+        """The k nearest (id, cosine) pairs, best first; only among the ids `within`, when given."""
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim)
         faiss.omp_set_num_threads(SEARCH_THREADS)
         with self._lock:
             index = self._index
             if not index.ntotal:
                 return []
-            if isinstance(index, faiss.IndexIVF):
-                nprobe = self.nprobe or auto_nprobe(index.nlist, index.ntotal)
-                params = faiss.SearchParametersIVF(nprobe=nprobe)
-                scores, ids = index.search(query, k, params=params)
-            else:
-                scores, ids = index.search(query, k)
+            scores, ids = index.search(query, k, params=search_params(index, self.nprobe, within))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
     def snapshot(self) -> tuple[Ids, Vectors]:

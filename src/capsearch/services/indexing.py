@@ -262,8 +262,11 @@ class SearchIndexer:
 
     # ---- reads --------------------------------------------------------------------------------
 
-    async def nearest(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        return await asyncio.to_thread(self.index.search, vector, k)
+    async def nearest(
+        self, vector: np.ndarray, k: int, within: np.ndarray | None = None
+    ) -> list[tuple[int, float]]:
+        """The k nearest (image id, cosine), only among the ids `within` when given; in a thread."""
+        return await asyncio.to_thread(self.index.search, vector, k, within)
 
     async def database_ids(self) -> set[int]:
         async with self.sessions() as s:

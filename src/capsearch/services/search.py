@@ -15,6 +15,10 @@ ever pushing a score past 1 — the page draws scores as bars. Then:
 Keywords are the query's words minus common stop words; plurals are folded naively ("dogs" matches
 "dog", "beaches" matches "beach"). Only the index's nearest `k·4` (at least 50) candidates are
 re-ranked: keywords lift semantic hits, they do not retrieve captions the vectors missed.
+
+`SearchOptions` (services/search_options.py) wrap this: an upload-date range narrows the candidates
+before the index is asked (so the nearest are the nearest within the range), and newest-first orders
+the hits that passed the relevance decision above, after it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from capsearch.config import SearchSettings
 from capsearch.db.models import Image
 from capsearch.errors import CapsearchError
 from capsearch.services.indexing import SearchIndexer
+from capsearch.services.search_options import RELEVANCE, SearchOptions, ids_in_range, newest_first
 
 _WORD = re.compile(r"[a-z0-9]+")
 _SPACES = re.compile(r"\s+")
@@ -59,6 +64,8 @@ class Hit:
 class SearchResult:
     query: str
     hits: list[Hit]
+    options: SearchOptions = RELEVANCE
+    in_range: int | None = None  # images uploaded within the options' date range (None: no range)
 
     @property
     def no_match(self) -> bool:
@@ -135,17 +142,28 @@ class SearchService:
     def clamp_k(self, k: int | None) -> int:
         return max(1, min(k or self.settings.default_k, self.settings.max_k))
 
-    async def search(self, raw_query: str, k: int | None = None) -> SearchResult:
-        """Best-first hits for a query; raises QueryError (422) or BusyError (503)."""
+    async def search(
+        self, raw_query: str, k: int | None = None, options: SearchOptions = RELEVANCE
+    ) -> SearchResult:
+        """Hits for a query, in the options' order and date range; raises QueryError (422) or
+        BusyError (503)."""
         query = clean_query(raw_query, self.settings.max_query_chars)
         k = self.clamp_k(k)
+        within = await ids_in_range(self.sessions, options) if options.filtered else None
+        in_range = None if within is None else len(within)
+        if in_range == 0:
+            return SearchResult(query, [], options, in_range)
         vector = await self.indexer.embedder.run(query, Priority.INTERACTIVE)
-        nearest = await self.indexer.nearest(vector, max(4 * k, MIN_POOL))
+        nearest = await self.indexer.nearest(vector, max(4 * k, MIN_POOL), within)
         if not nearest:
-            return SearchResult(query, [])
+            return SearchResult(query, [], options, in_range)
         async with self.sessions() as s:
             rows = (await s.execute(select(Image).where(Image.id.in_([i for i, _ in nearest])))).scalars()
             by_id = {image.id: image for image in rows}
         # An id can be gone by now (deleted after the index answered): it is skipped, never shown.
         candidates = [(by_id[i], sim) for i, sim in nearest if i in by_id]
-        return SearchResult(query, rank(query, candidates, self.settings, k))
+        if options.sort == "relevance":
+            return SearchResult(query, rank(query, candidates, self.settings, k), options, in_range)
+        # Newest first: every candidate that passes the relevance decision, then the k newest of them.
+        hits = rank(query, candidates, self.settings, len(candidates))
+        return SearchResult(query, newest_first(hits)[:k], options, in_range)

@@ -13,13 +13,16 @@ from collections.abc import Awaitable, Callable
 
 from capsearch.errors import CapsearchError
 from capsearch.services.search import SearchResult
+from capsearch.services.search_options import SearchOptions
 from capsearch.voice.stream import VoiceStream
 
 log = logging.getLogger(__name__)
+# How a stream's words are searched: the voice pipeline's search_transcript.
+Search = Callable[[str, SearchOptions], Awaitable[SearchResult]]
 
 
 class LiveSearch:
-    def __init__(self, search: Callable[[str], Awaitable[SearchResult]], interval_s: float) -> None:
+    def __init__(self, search: Search, interval_s: float) -> None:
         self._search = search
         self._interval = interval_s
 
@@ -40,7 +43,7 @@ class LiveSearch:
                 query = stream.live_query
                 last = loop.time()
                 try:
-                    result = await self._search(query)
+                    result = await self._search(query, stream.options)
                 except CapsearchError as e:  # e.g. an embedder that is busy: the final still searches
                     log.debug("voice %s: live search skipped: %s", stream.id, e.message)
                     return

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -16,10 +16,13 @@ from capsearch.batching import Priority
 from capsearch.errors import CapsearchError
 from capsearch.ml.speech import Clip
 from capsearch.services.search import SearchResult
+from capsearch.services.search_options import RELEVANCE, SearchOptions
 from capsearch.voice.activity import Activity, ActivityStream
 from capsearch.voice.agreement import Settler
 from capsearch.voice.audio import SAMPLE_RATE, AudioError
 
+# Why a recording ended without voice.stop.
+StopReason = Literal["silence", "max_seconds"]
 # A stream's buffer starts at 2 s of audio and doubles: a 30 s recording is copied four times in all.
 _FIRST_CAPACITY = 2 * SAMPLE_RATE
 
@@ -104,6 +107,7 @@ class VoiceStream:
     touched: float  # monotonic time of the last frame with samples (or the start)
     detector: ActivityStream
     client: str | None = None  # whose per-client slot it holds (None: not counted)
+    options: SearchOptions = RELEVANCE  # the order and date range of its searches
     # The audio so far is buffer[:samples]; the rest is room to grow into.
     buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     samples: int = 0

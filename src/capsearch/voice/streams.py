@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Literal
+from collections.abc import Awaitable, Coroutine
+from typing import Any
 
 import numpy as np
 
@@ -30,13 +30,14 @@ from capsearch.errors import CapsearchError
 from capsearch.ml.speech import Clip
 from capsearch.periodic import Periodic, sweep_interval
 from capsearch.ratelimit import ClientSlots
-from capsearch.services.search import SearchResult
+from capsearch.services.search_options import RELEVANCE, SearchOptions
 from capsearch.voice.activity import ActivityDetector, LoudnessDetector
 from capsearch.voice.audio import SAMPLE_RATE, AudioError, no_speech
-from capsearch.voice.live_search import LiveSearch
+from capsearch.voice.live_search import LiveSearch, Search
 from capsearch.voice.stream import (
     Partial,
     Pass,
+    StopReason,
     StreamOwner,
     Transcriber,
     Transcript,
@@ -49,9 +50,6 @@ from capsearch.voice.stream import (
 
 log = logging.getLogger(__name__)
 
-# Why a recording ended without voice.stop.
-StopReason = Literal["silence", "max_seconds"]
-
 
 class VoiceStreams:
     """Every live voice stream of the app, keyed by the client's stream id."""
@@ -62,7 +60,7 @@ class VoiceStreams:
         transcriber: Transcriber,
         *,
         detector: ActivityDetector | None = None,
-        search: Callable[[str], Awaitable[SearchResult]] | None = None,
+        search: Search | None = None,
     ) -> None:
         self.settings = settings
         self.transcriber = transcriber
@@ -99,9 +97,15 @@ class VoiceStreams:
         return self._clients.held(client)
 
     def open(
-        self, stream_id: str, owner: StreamOwner, *, search: bool = True, client: str | None = None
+        self,
+        stream_id: str,
+        owner: StreamOwner,
+        *,
+        search: bool = True,
+        options: SearchOptions = RELEVANCE,
+        client: str | None = None,
     ) -> VoiceStream:
-        """Start a stream; `client` (the socket's IP address) counts it against that client's cap."""
+        """Start a stream searching with `options`; `client` (its socket's address) counts against a cap."""
         if stream_id in self._streams:
             raise VoiceError("duplicate_stream_id", "Another recording already uses this id; pick a new one.")
         if client is not None and not self._clients.acquire(client):
@@ -117,7 +121,8 @@ class VoiceStreams:
             raise VoiceError(
                 "busy", "Too many people are recording right now; try again in a moment.", status_code=503
             )
-        stream = VoiceStream(stream_id, owner, search, time.monotonic(), self.detector.new_stream(), client)
+        now = time.monotonic()
+        stream = VoiceStream(stream_id, owner, search, now, self.detector.new_stream(), client, options)
         self._streams[stream_id] = stream
         return stream
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from capsearch.shapes import SearchHit
+from capsearch.shapes import SearchHit, SearchOptionsIn, SearchScope
 
 UPLOAD_ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 UPLOAD_ID = re.compile(UPLOAD_ID_PATTERN)
@@ -63,7 +63,7 @@ class Ping(_In):
     type: Literal["ping"]
 
 
-class VoiceStart(_In):
+class VoiceStart(SearchOptionsIn, _In):  # its sort and date range: as GET /api/search's
     type: Literal["voice.start"]
     id: UploadId  # same rules as upload ids
     # The only rate accepted is 16 kHz (the page resamples, Whisper hears 16 kHz); the bounds only keep
@@ -199,7 +199,7 @@ class VoiceFinal(_Out):
     seconds: float
 
 
-class VoiceHits(_Out):
+class VoiceHits(_Out, SearchScope):
     type: Literal["voice.hits"] = "voice.hits"
     id: str
     transcript: str

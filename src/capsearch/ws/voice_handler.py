@@ -17,7 +17,7 @@ from capsearch.errors import CapsearchError, RateLimitedError
 from capsearch.pipelines.voice import VoicePipeline
 from capsearch.ratelimit import RateLimits
 from capsearch.services.search import SearchResult
-from capsearch.shapes import search_response, search_results_html
+from capsearch.shapes import SearchScope, search_response, search_results_html
 from capsearch.voice.audio import SAMPLE_RATE, pcm_to_float
 from capsearch.voice.stream import Partial, Transcript, VoiceStream
 from capsearch.voice.streams import VoiceStreams
@@ -83,6 +83,7 @@ def hits_message(stream_id: str, transcript: str, result: SearchResult, *, parti
         no_match=response.no_match,
         # The results panel itself, from the search template: the page shows it as it is.
         html=search_results_html(response),
+        **response.model_dump(include=set(SearchScope.model_fields)),
         partial=partial,
     )
 
@@ -160,7 +161,10 @@ class VoiceHandler:
             await self._error(message.id, "too_many_streams", detail)
             return
         try:
-            stream = self.streams.open(message.id, self, search=message.search, client=self.channel.client)
+            options = message.options()  # bad_sort, bad_date, bad_date_range, bad_time_zone
+            stream = self.streams.open(
+                message.id, self, search=message.search, options=options, client=self.channel.client
+            )
         except CapsearchError as e:
             await self._error(message.id, e.code, e.message)
             return

@@ -7,8 +7,9 @@
  * the panel's title a "listening…" badge. The final hits replace them, fill the search box and set the
  * address a reload or a shared link lands on.
  *
- * Needs: #search-input, #search-results (index.html); htmx. Loaded before voice.js, after
- * voice-audio.js (which creates `window.capsearch.voice`); puts `results` on capsearch.voice:
+ * Needs: #search-input, #search-results (index.html); htmx; capsearch.searchFilters (search-filters.js,
+ * for the address: the filters stay in it). Loaded before voice.js, after voice-audio.js (which
+ * creates `window.capsearch.voice`); puts `results` on capsearch.voice:
  *
  *   results.live(msg)      swap in live hits (msg: a voice.hits with partial: true)
  *   results.final(msg)     swap in the final hits, in place of any live ones
@@ -49,7 +50,10 @@
     setLive(false);
     input.value = msg.query;
     htmx.swap(results, msg.html, { swapStyle: 'innerHTML' });
-    window.history.replaceState(null, '', '/?' + new URLSearchParams({ q: msg.query }).toString());
+    var filters = window.capsearch.searchFilters;
+    window.history.replaceState(null, '', filters
+      ? filters.url(msg.query)
+      : '/?' + new URLSearchParams({ q: msg.query }).toString());
   }
 
   function dropLive() {

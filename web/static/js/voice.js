@@ -18,7 +18,8 @@
  * the recording: the server has dropped it.
  *
  * Needs: #search-input; capsearch.socket and capsearch.announce (page.js); capsearch.voice.audio,
- * .panel and .results (voice-audio.js, voice-panel.js, voice-results.js, loaded before this one).
+ * .panel and .results (voice-audio.js, voice-panel.js, voice-results.js, loaded before this one);
+ * capsearch.searchFilters (search-filters.js) where the page has them: voice.start carries its options.
  */
 (function () {
   'use strict';
@@ -70,7 +71,10 @@
       if (!ok || rec !== r || r.state !== 'opening') return;
       r.state = 'starting';
       ui.setState('starting');
-      socket.send({ type: 'voice.start', id: r.id, sample_rate: RATE });
+      // The sort and date range beside the results apply to what is said, as to what is typed.
+      var filters = window.capsearch.searchFilters;
+      socket.send(Object.assign({ type: 'voice.start', id: r.id, sample_rate: RATE },
+        filters ? filters.options() : {}));
       r.timer = window.setTimeout(function () {
         if (rec === r && !r.accepted && r.state !== 'failed' && r.state !== 'done') {
           fail(r, 'internal_error', 'The server did not answer; try again.');

@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from capsearch.api.routes import ui
-from capsearch.api.routes.ui import search_context
+from capsearch.api.routes.ui import PageFiltersIn, search_context
 from capsearch.deps import LibraryDep, PageSearchQuotaDep, SearchServiceDep, SettingsDep
 from capsearch.shapes import COLLECTION_PAGE_SIZE, ImageOut
 from capsearch.templating import templates, web_dir
@@ -68,12 +68,14 @@ async def index(
     images: LibraryDep,
     search: SearchServiceDep,
     quota: PageSearchQuotaDep,
+    filters: PageFiltersIn,
     q: str = "",
 ) -> Response:
     items, total = await images.page(COLLECTION_PAGE_SIZE, None)
-    # `/?q=` is where the search box leaves the address bar: a reload shows the same results. It is
-    # a search like any other (rate limited too); a refusal shows in the results, the page still loads.
-    results = (await search_context(search, q, quota))[0] if q else None
+    # `/?q=&sort=&from=&to=&tz=` is where the search box and its controls leave the address bar: a
+    # reload shows the same results. It is a search like any other (rate limited too); a refusal
+    # (a bad date range included) shows in the results, the page still loads.
+    results = (await search_context(search, q, quota, filters))[0] if q else None
     limits = settings.limits
     response = templates().TemplateResponse(
         request,
@@ -88,6 +90,7 @@ async def index(
             },
             "max_parallel": settings.uploads.max_parallel,
             "query": q,
+            "filters": {"sort": filters.sort, "from": filters.from_, "to": filters.to, "tz": filters.tz},
             "results": results,
             "idle_seconds": settings.gallery.idle_seconds,
         },

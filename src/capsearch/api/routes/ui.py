@@ -14,7 +14,8 @@ import math
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form
+from fastapi import APIRouter, Form, Query
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -22,6 +23,7 @@ from capsearch.api.schemas import MAX_CAPTION_CHARS, ImageId
 from capsearch.deps import LibraryDep, PageSearchQuotaDep, Quota, SearchServiceDep
 from capsearch.errors import BusyError, NotFoundError, RateLimitedError
 from capsearch.services.search import QueryError, SearchService
+from capsearch.services.search_options import SearchOptions, SearchOptionsError
 from capsearch.shapes import ImageOut, search_response
 from capsearch.templating import render, templates
 from capsearch.text import clean_text
@@ -31,17 +33,47 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 BUSY = "The server is busy right now; try again in a moment."
 
 
+class PageFilters(BaseModel):
+    """The page's sort and upload-date controls, as its address bar holds them beside `q`
+    (/?q=dogs&sort=newest&from=2026-01-01&to=2026-01-31&tz=Europe/Berlin): the dates are the date
+    inputs' days, read in the browser's time zone `tz`. Empty means not set."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    sort: str = ""
+    from_: str = Field("", alias="from")
+    to: str = ""
+    tz: str = ""
+
+    def url(self, q: str) -> str:
+        """The page's address for this search: only the controls that are set."""
+        sort = "" if self.sort == "relevance" else self.sort  # the default needs no mention
+        fields = {"q": q, "sort": sort, "from": self.from_, "to": self.to}
+        if self.from_ or self.to:  # the zone only matters to dates
+            fields["tz"] = self.tz
+        query = urlencode({k: v for k, v in fields.items() if v})
+        return f"/?{query}" if query else "/"
+
+
+PageFiltersIn = Annotated[PageFilters, Query()]
+# What a refusal calls the two dates on the page: the controls a person sees.
+DATE_NAMES = ("the “From” date", "the “To” date")
+
+
 def _refused(q: str, code: str, detail: str) -> dict[str, Any]:
     return {"query": q, "hits": [], "no_match": False, "error": {"code": code, "detail": detail}}
 
 
-async def search_context(search: SearchService, q: str, quota: Quota) -> tuple[dict[str, Any], int]:
+async def search_context(
+    search: SearchService, q: str, quota: Quota, filters: PageFilters
+) -> tuple[dict[str, Any], int]:
     """The context of `partials/search_results.html` for a query, and the status to answer with;
     the client's search `quota` is spent first."""
     try:
+        options = SearchOptions.parse(filters.sort, filters.from_, filters.to, filters.tz, names=DATE_NAMES)
         quota.take()
-        result = await search.search(q)
-    except QueryError as e:
+        result = await search.search(q, None, options)
+    except (QueryError, SearchOptionsError) as e:
         return _refused(q, e.code, e.message), 422
     except BusyError:
         return _refused(q, "busy", BUSY), 503
@@ -52,19 +84,19 @@ async def search_context(search: SearchService, q: str, quota: Quota) -> tuple[d
 
 @router.get("/search", response_class=HTMLResponse)
 async def search(
-    request: Request, search: SearchServiceDep, quota: PageSearchQuotaDep, q: str = ""
+    request: Request, search: SearchServiceDep, quota: PageSearchQuotaDep, filters: PageFiltersIn, q: str = ""
 ) -> Response:
     # An empty box means "show the collection again", not a mistake to point out.
     if q == "":
         return HTMLResponse("", headers={"HX-Replace-Url": "/"})
-    context, status = await search_context(search, q, quota)
+    context, status = await search_context(search, q, quota, filters)
     response = templates().TemplateResponse(
         request, "partials/search_results.html", context, status_code=status
     )
     if context.get("retry_after"):
         response.headers["Retry-After"] = str(math.ceil(context["retry_after"]))
-    # A reload (or a shared link) lands on the same search: the page renders /?q= itself.
-    response.headers["HX-Replace-Url"] = "/?" + urlencode({"q": q})
+    # A reload (or a shared link) lands on the same search: the page renders /?q=&sort=... itself.
+    response.headers["HX-Replace-Url"] = filters.url(q)
     return response
 
 

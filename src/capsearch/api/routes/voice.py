@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 from capsearch.api.multipart import read_uploaded_files
 from capsearch.api.schemas import ErrorOut
 from capsearch.config import LimitSettings, Settings
-from capsearch.deps import SettingsDep, VoicePipelineDep, VoiceQuota
-from capsearch.shapes import SearchHit, search_response
+from capsearch.deps import SearchOptionsDep, SettingsDep, VoicePipelineDep, VoiceQuota
+from capsearch.shapes import SearchResponse, search_response
 from capsearch.voice.audio import SUPPORTED
 
 router = APIRouter(tags=["voice"])
@@ -44,11 +44,11 @@ class TranscriptionOut(BaseModel):
     seconds: float = Field(description="Length of the audio, in seconds.")
 
 
-class VoiceSearchOut(BaseModel):
+class VoiceSearchOut(SearchResponse):
+    """GET /api/search's answer for what was said, and the transcript."""
+
     transcript: str = Field(description="What was said.")
     query: str = Field(description="What was searched: the transcript (cut at a word if too long).")
-    hits: list[SearchHit] = Field(description="Best first, exactly as GET /api/search returns them.")
-    no_match: bool = Field(description="True when no image clears the score floor.")
 
 
 def _audio_limits(settings: Settings) -> LimitSettings:
@@ -87,13 +87,12 @@ async def search_by_voice(
     request: Request,
     settings: SettingsDep,
     voice: VoicePipelineDep,
+    options: SearchOptionsDep,
     k: Annotated[
         int | None, Query(ge=1, description="How many hits at most (default 12, capped at 100).")
     ] = (None),
 ) -> VoiceSearchOut:
     """Say what to find: the file is transcribed, then searched like a typed query. Silence → 422."""
     transcript = await voice.transcribe_file(await _read_audio(request, settings))
-    result = search_response(await voice.search_transcript(transcript.text, k))
-    return VoiceSearchOut(
-        transcript=transcript.text, query=result.query, hits=result.hits, no_match=result.no_match
-    )
+    result = search_response(await voice.search_transcript(transcript.text, options, k))
+    return VoiceSearchOut(transcript=transcript.text, **result.model_dump())
