@@ -265,6 +265,10 @@ class SearchIndexer:
     async def nearest(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         return await asyncio.to_thread(self.index.search, vector, k)
 
+    async def background(self, vector: np.ndarray) -> np.ndarray:
+        """The query's cosines with (an even spread of) the collection: what "no match" is judged by."""
+        return await asyncio.to_thread(self.index.background, vector, self.settings.background_sample)
+
     async def database_ids(self) -> set[int]:
         async with self.sessions() as s:
             return await embedding_repo.ids_for(s, self.model)
