@@ -99,11 +99,26 @@ def test_equal_scores_are_refused_unless_high() -> None:
 
 def test_every_query_word_in_a_caption_answers_but_does_not_reorder() -> None:
     captions = ["a puppy asleep on a rug", "a dog running on the beach", "a plate of pasta"]
-    hits = ranked("dog", captions, [0.36, 0.34, 0.02])
-    # The literal "dog" caption is an answer; the puppy, scoring higher but without the word and
-    # not standing out enough, is not — and nothing is lifted above its cosine rank.
-    assert hits == [("a dog running on the beach", "possible")]
-    assert ranked("dog", captions, [0.36, 0.34, 0.02], k=1) == hits
+    scores = [0.36, 0.34, 0.02]
+    # Neither dog stands out enough, but one caption holds the word: that caption answers "dog",
+    # as "possible"; the puppy, higher by cosine but without the word, is not shown.
+    assert ranked("dog", captions, scores) == [("a dog running on the beach", "possible")]
+    assert ranked("puppy", captions, scores) == [("a puppy asleep on a rug", "possible")]
+    assert ranked("kitten", captions, scores) == []
+    # Only captions among the hits shown count: a literal one far below the best does not.
+    assert ranked("pasta", captions, scores) == []
+    # When the best stands out, the words change nothing: cosine order, its own labels.
+    standing = [0.9, 0.34, 0.02]
+    assert (
+        ranked("dog", captions, standing) == ranked("kitten", captions, standing) == [(captions[0], "strong")]
+    )
+
+
+def test_hits_below_the_relative_cut_and_beyond_k_are_dropped() -> None:
+    captions = ["a red bicycle", "a blue bicycle", "a bicycle wheel", "a bowl of soup"]
+    scores = [0.8, 0.6, 0.47, 0.05]
+    assert [c for c, _ in ranked("red bike", captions, scores)] == captions[:2]
+    assert [c for c, _ in ranked("red bike", captions, scores, k=1)] == captions[:1]
 
 
 def test_without_a_background_the_candidates_stand_in() -> None:

@@ -137,8 +137,10 @@ class Bench:
         judge = Judge(Background.of(self.background(qi), self.settings), self.settings)
         scored = self.lifted(qi, boost)
         cut = scored[0][0] * self.settings.relative_cutoff if scored else 0.0
-        kept = [i for s, i, m in scored if s >= cut and (judge.accepts(s) or m == 1.0)]
-        return kept[: self.settings.default_k]
+        kept = [(s, i, m) for s, i, m in scored if s >= cut]
+        if scored and not judge.accepts(scored[0][0]):
+            kept = [(s, i, m) for s, i, m in kept if m == 1.0]
+        return [i for _, i, _ in kept][: self.settings.default_k]
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,14 @@ first hit there, turned a right one wrong ("walking trail in the woods" went to 
 "on a dirt trail in the woods"), and lifted captions that merely share a word with a query nothing
 matches (docs/search.md). The share of keywords found is still reported with each hit.
 
-Each candidate scoring at least best × `relative_cutoff` is then judged (services/relevance.py)
-against the query's background — its cosines with the collection — and kept if it stands out
-enough, or if its caption holds every keyword of the query: MiniLM scores a lone word low against a
-whole caption ("beach" 0.45 against "a dog running on the beach", less than some queries nothing
-matches reach), yet a caption with the very word is an answer. Kept hits are labelled "strong" or
-"possible"; when none is kept the answer is "no match" (`no_match: true`, no hits) rather than the
-least bad image.
+The best hit is then judged (services/relevance.py) against the query's background — its cosines
+with the collection. If it stands out enough, every hit scoring at least best × `relative_cutoff`
+is shown, each labelled "strong" or "possible" by its own score (a broad query, "birds", gets the
+parrot and the ducks too, marked as less sure). If not, only hits whose caption holds every keyword
+of the query are shown — MiniLM scores a lone word low against a whole caption ("beach" 0.45
+against "a dog running on the beach", below what some queries nothing matches reach), yet a caption
+with the very word answers it — and without such a caption the answer is "no match" (`no_match:
+true`, no hits) rather than the least bad image.
 """
 
 from __future__ import annotations
@@ -122,16 +123,13 @@ def rank(
     )
     terms = keywords(query)
     cut = pairs[0][1] * settings.relative_cutoff
-    hits = []
-    for image, sim in pairs:
-        if sim < cut:
-            break
-        match = keyword_match(terms, image.effective_caption or "")
-        if judge.accepts(sim) or match == 1.0:
-            hits.append(Hit(image, sim, sim, match, judge.label(sim)))
-            if len(hits) == k:
-                break
-    return hits
+    shown = [(image, sim) for image, sim in pairs if sim >= cut]
+    matches = [keyword_match(terms, image.effective_caption or "") for image, _ in shown]
+    hits = [Hit(image, sim, sim, m, judge.label(sim)) for (image, sim), m in zip(shown, matches, strict=True)]
+    if not judge.accepts(pairs[0][1]):
+        # Answered by the words alone: only the captions that hold them all.
+        hits = [h for h in hits if h.keyword_match == 1.0]
+    return hits[:k]
 
 
 class SearchService:
