@@ -10,10 +10,12 @@ above this query's own background — its cosines with the collection (search/ba
 
 `location` and `scale` are the background's median and spread (1.4826 · median absolute deviation,
 which is the standard deviation for normal data, but barely moved by the few captions that do
-match). A search is answered "no match" when the best hit's adjusted score is below `accept_bar`;
-each hit shown is labelled "strong" when its own adjusted score reaches `strong_bar`, else
-"possible". The weight and both bars come from a logistic fit on the tune half of the labelled set
-(docs/search.md), so `adjusted` is a straight rescaling of that fit's log-odds.
+match). A search is answered "no match" when the best hit's adjusted score is below `accept_bar`
+(and no caption holds every word of the query: services/search.py); each hit shown is labelled
+"strong" when its own adjusted score reaches `strong_bar`, else "possible". The weight and
+`accept_bar` come from a logistic fit on the tune half of the labelled set, so `adjusted` is a
+rescaling of that fit's log-odds; `strong_bar` is where the tune half's first hits were right ≥ 95%
+of the time (docs/search.md).
 
 Edge cases, all continuous rather than special-cased:
 
