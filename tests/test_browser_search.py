@@ -115,6 +115,13 @@ async def test_search_edit_and_delete(server: str, api: httpx.AsyncClient, scene
             score = float(await meter.get_attribute("value") or 0)
             assert 0.35 <= score <= 1
             assert await first.locator(".score-value").inner_text() == f"{score:.2f}"
+            # The label says what the score means, as the API labels the same hit.
+            answer = (await api.get("/api/search", params={"q": "dog on a beach"})).json()
+            label = answer["hits"][0]["label"]
+            chip = first.locator(".match")
+            assert await chip.get_attribute("data-label") == label
+            assert await chip.inner_text() == ("Strong match" if label == "strong" else "Possible match")
+            assert await chip.is_visible()
             bar = await meter.bounding_box()
             assert bar is not None and bar["width"] > 80 and bar["height"] >= 6, bar
             assert not await page.locator("#dropzone").is_visible()

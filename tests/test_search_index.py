@@ -15,7 +15,7 @@ from capsearch.ml.registry import packaged_weights, spec_for
 from capsearch.search import persist
 from capsearch.search.index import VectorIndex, checksum
 from capsearch.search.probing import auto_nprobe, ivf_lists
-from capsearch.services.search import QueryError, clean_query, hybrid_score, keyword_match, keywords
+from capsearch.services.search import QueryError, clean_query, keyword_match, keywords
 
 DIM = 32
 
@@ -191,14 +191,6 @@ def test_query_cleaning_and_keywords() -> None:
     assert keyword_match(["dog", "cat"], "a dog") == 0.5
     assert keyword_match(["glass"], "a gas station") == 0.0
     assert keyword_match([], "anything") == 0.0
-
-
-def test_hybrid_score_lifts_but_never_passes_one() -> None:
-    assert hybrid_score(0.5, 0.0, 0.15) == 0.5
-    assert hybrid_score(0.5, 1.0, 0.15) == pytest.approx(0.575)
-    assert hybrid_score(0.5, 0.5, 0.15) < hybrid_score(0.5, 1.0, 0.15)
-    assert hybrid_score(1.0, 1.0, 0.15) == 1.0
-    assert hybrid_score(0.99, 1.0, 1.0) <= 1.0
 
 
 @pytest.fixture(scope="module")

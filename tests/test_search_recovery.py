@@ -98,7 +98,7 @@ async def test_rebuilt_after_a_crash_between_commit_and_save(
             assert len(state_of(app).indexer.index) == 5
             assert await top_hit(client, "dog on a beach") is None
             assert await top_hit(client, "hot air balloon") == edited
-            assert await top_hit(client, "kitten") == later["a cat sleeping on a sofa"]
+            assert await top_hit(client, "kitten on a couch") == later["a cat sleeping on a sofa"]
     (line,) = rebuild_lines(caplog)
     assert "differs from the database" in line
 

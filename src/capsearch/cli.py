@@ -208,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="print benchmark tables (see docs/benchmarks.md)")
     b.add_argument("--quick", action="store_true", help="tiny profile only, fewer requests")
     b.add_argument(
-        "--only", choices=["captioner", "models", "uploads", "search", "voice", "feed"], help="run one group"
+        "--only",
+        choices=["captioner", "models", "uploads", "search", "relevance", "voice", "feed"],
+        help="run one group",
     )
     b.set_defaults(func=cmd_bench)
     return p

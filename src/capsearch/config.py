@@ -111,11 +111,18 @@ class SearchSettings(BaseModel):
     max_k: int = Field(100, ge=1, le=1000)
     # A hit scoring below best × relative_cutoff is dropped: far worse than the best is noise.
     relative_cutoff: float = Field(0.6, ge=0, le=1)
-    # Nothing at or above this score means "no match" rather than the least bad image. Calibrated on
-    # MiniLM: right answers to short queries scored 0.38-0.84, unrelated captions at most ~0.34.
-    floor: float = Field(0.35, ge=-1, le=1)
-    # Added (times the share of query words found in the caption) to the cosine similarity.
-    keyword_boost: float = Field(0.15, ge=0, le=1)
+    # "No match" and the labels (services/relevance.py). A query's background: its cosines with at most
+    # background_sample stored captions. The rest is fitted on the tune half of the labelled set, with
+    # odds 1:2 for answering (docs/search.md says how; `capsearch bench --only relevance` refits them).
+    background_sample: int = Field(512, ge=1, le=65_536)
+    prior_location: float = Field(0.078, ge=-1, le=1)
+    prior_scale: float = Field(0.088, gt=0, le=2)
+    max_location: float = Field(0.15, ge=-1, le=1)
+    min_scale: float = Field(0.05, gt=0, le=2)
+    prior_weight: float = Field(8.0, ge=0, description="images' worth of the prior (chosen, not fitted)")
+    standing_weight: float = Field(0.238, ge=0)
+    accept_bar: float = Field(1.538, ge=-10, le=10)
+    strong_bar: float = Field(1.637, ge=-10, le=10)
     max_query_chars: int = Field(200, ge=1, le=10_000)
     # A changed index is written to disk at most this often (and at shutdown); a crash in between is
     # repaired at the next start by the checksum check against the database.

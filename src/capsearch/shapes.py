@@ -7,7 +7,7 @@ live events carry an image's snapshot in this shape (so it must stay JSON-serial
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,9 +72,16 @@ def _utc(t: datetime) -> datetime:
 
 class SearchHit(BaseModel):
     image: ImageOut
-    score: float = Field(description='Hybrid score in [0, 1] (README "Search"); hits are ordered by it.')
-    similarity: float = Field(description="Cosine similarity of query and caption alone.")
-    keyword_match: float = Field(description="Share of the query's keywords found in the caption.")
+    score: float = Field(description="Cosine similarity clamped to [0, 1]; hits are ordered by it.")
+    similarity: float = Field(description="Cosine similarity of query and caption vectors.")
+    keyword_match: float = Field(
+        description="Share of the query's keywords found in the caption (shown, not used to rank)."
+    )
+    label: Literal["strong", "possible"] = Field(
+        description='"strong": on the labelled set, first hits this sure were right at least 95% of the '
+        'time; "possible": the collection seems to hold what was asked, but this hit may be a near '
+        'miss (README "Search").'
+    )
 
 
 class SearchOptionsIn(BaseModel):
@@ -138,7 +145,9 @@ class SearchResponse(SearchScope):
         description="In `sort` order (best first, or newest first); empty when nothing matches well enough."
     )
     no_match: bool = Field(
-        description="True when no image clears the score floor (or none was uploaded in the date range)."
+        description="True when the best caption does not stand out from the query's scores against the "
+        'whole collection (README "Search"), or when no image was uploaded in the date range: no hits '
+        "rather than the least bad image."
     )
 
 
@@ -147,10 +156,11 @@ def search_response(result: SearchResult) -> SearchResponse:
     hits = [
         SearchHit(
             image=ImageOut.of(h.image),
-            # Within [0, 1] by construction; the clamp only absorbs float rounding (1.0000001).
+            # A cosine can be negative in principle (and 1.0000001 after rounding); the page draws [0, 1].
             score=round(min(1.0, max(0.0, h.score)), 4),
             similarity=round(h.similarity, 4),
             keyword_match=round(h.keyword_match, 4),
+            label=h.label,
         )
         for h in result.hits
     ]

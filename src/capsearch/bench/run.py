@@ -58,6 +58,18 @@ def _search_tables(quick: bool) -> list[str]:
     ]
 
 
+def _relevance_tables() -> list[str]:
+    from capsearch.bench.relevance import Bench, embed_set, load_set
+    from capsearch.bench.relevance_fit import tables
+
+    data = load_set()
+    bench = Bench(data, *embed_set(data))
+    return [
+        f"Search relevance, labelled set (docs/search.md): {title}\n" + format_table(rows)
+        for title, rows in tables(bench)
+    ]
+
+
 def _feed_table(quick: bool) -> str:
     from capsearch.bench.feed import LATENCY_TARGET_MS, bench_feed
 
@@ -77,6 +89,8 @@ def run_benchmarks(settings: Settings, *, quick: bool = False, only: str | None 
         tables += _captioner_tables(quick)
     if only in (None, "search"):
         tables += _search_tables(quick)
+    if only in (None, "relevance"):
+        tables += _relevance_tables()
     if only in (None, "models"):
         from capsearch.bench.models import bench_models
 

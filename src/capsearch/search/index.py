@@ -28,6 +28,7 @@ import faiss as _faiss
 import numpy as np
 import numpy.typing as npt
 
+from capsearch.search.background import BackgroundSampler
 from capsearch.search.probing import TRAIN_POINTS_PER_LIST, ivf_lists, search_params
 
 # FAISS ships partial type stubs (no DirectMap, no SearchParametersIVF(nprobe=)): treat it as untyped.
@@ -139,6 +140,7 @@ class VectorIndex:
         self._lock = threading.Lock()
         # Writes made while a rebuild runs; replayed on the new index before it replaces this one.
         self._journal: list[_Op] | None = None
+        self._background = BackgroundSampler()
 
     @property
     def kind(self) -> IndexKind:
@@ -226,7 +228,7 @@ class VectorIndex:
         with self._lock:
             for op in self._journal or []:
                 self._apply(fresh, op)
-            self._index, self._journal = fresh, None
+            self._index, self._journal, self._background = fresh, None, BackgroundSampler()
             self._trained_size = len(ids_arr)
 
     def rebuild(self, kind: IndexKind | None = None) -> None:
@@ -254,6 +256,11 @@ class VectorIndex:
                 return []
             scores, ids = index.search(query, k, params=search_params(index, self.nprobe, within))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+
+    def background(self, vector: Any, m: int) -> npt.NDArray[np.float32]:
+        """Cosines of `vector` with an even spread of at most m stored vectors (search/background.py)."""
+        with self._lock:
+            return self._background.scores(self._index, self.dim, np.asarray(vector, np.float32), m)
 
     def snapshot(self) -> tuple[Ids, Vectors]:
         with self._lock:

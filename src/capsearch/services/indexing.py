@@ -268,6 +268,10 @@ class SearchIndexer:
         """The k nearest (image id, cosine), only among the ids `within` when given; in a thread."""
         return await asyncio.to_thread(self.index.search, vector, k, within)
 
+    async def background(self, vector: np.ndarray) -> np.ndarray:
+        """The query's cosines with (an even spread of) the collection: what "no match" is judged by."""
+        return await asyncio.to_thread(self.index.background, vector, self.settings.background_sample)
+
     async def database_ids(self) -> set[int]:
         async with self.sessions() as s:
             return await embedding_repo.ids_for(s, self.model)

@@ -1,20 +1,19 @@
-"""Text search: embed the query, take the nearest captions from the index, re-rank, cut.
+"""Text search: embed the query, take the nearest captions from the index, judge, cut.
 
-Hybrid score of a candidate (s = cosine similarity of query and caption vectors, in [-1, 1]; m = the
-share of the query's keywords found as words in the caption, in [0, 1]; b = `keyword_boost`):
+Hits are ranked by cosine similarity alone. A keyword lift (cosine plus a bonus for the query's
+words found in the caption) was measured on the labelled set and dropped: it never fixed a wrong
+first hit there, turned a right one wrong ("walking trail in the woods" went to the mountain biker
+"on a dirt trail in the woods"), and lifted captions that merely share a word with a query nothing
+matches (docs/search.md). The share of keywords found is still reported with each hit.
 
-    score = s + b · m · (1 − s)
-
-An exact keyword match closes a share b·m of the gap to a perfect score, so it lifts a hit without
-ever pushing a score past 1 — the page draws scores as bars. Then:
-
-* a hit scoring below best × `relative_cutoff` is dropped (far below the best is noise), and
-* if the best scores below `floor`, the answer is "no match" (`no_match: true`, no hits) rather
-  than the least bad image.
-
-Keywords are the query's words minus common stop words; plurals are folded naively ("dogs" matches
-"dog", "beaches" matches "beach"). Only the index's nearest `k·4` (at least 50) candidates are
-re-ranked: keywords lift semantic hits, they do not retrieve captions the vectors missed.
+The best hit is then judged (services/relevance.py) against the query's background — its cosines
+with the collection. If it stands out enough, every hit scoring at least best × `relative_cutoff`
+is shown, each labelled "strong" or "possible" by its own score (a broad query, "birds", gets the
+parrot and the ducks too, marked as less sure). If not, only hits whose caption holds every keyword
+of the query are shown — MiniLM scores a lone word low against a whole caption ("beach" 0.45
+against "a dog running on the beach", below what some queries nothing matches reach), yet a caption
+with the very word answers it — and without such a caption the answer is "no match" (`no_match:
+true`, no hits) rather than the least bad image.
 
 `SearchOptions` (services/search_options.py) wrap this: an upload-date range narrows the candidates
 before the index is asked (so the nearest are the nearest within the range), and newest-first orders
@@ -27,6 +26,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -35,6 +35,7 @@ from capsearch.config import SearchSettings
 from capsearch.db.models import Image
 from capsearch.errors import CapsearchError
 from capsearch.services.indexing import SearchIndexer
+from capsearch.services.relevance import Background, Judge, Label
 from capsearch.services.search_options import RELEVANCE, SearchOptions, ids_in_range, newest_first
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -55,9 +56,10 @@ class QueryError(CapsearchError):
 @dataclass(frozen=True)
 class Hit:
     image: Image
-    score: float  # hybrid score, what results are ranked by
-    similarity: float  # cosine similarity of the vectors alone
-    keyword_match: float  # share of the query's keywords found in the caption
+    score: float  # what results are ranked by: the cosine similarity
+    similarity: float  # cosine similarity of the vectors
+    keyword_match: float  # share of the query's keywords found in the caption (not used to rank)
+    label: Label  # "strong" or "possible" (services/relevance.py)
 
 
 @dataclass(frozen=True)
@@ -107,28 +109,34 @@ def keyword_match(terms: Sequence[str], caption: str) -> float:
     return sum(1 for t in terms if _forms(t) & words) / len(terms)
 
 
-def hybrid_score(similarity: float, match: float, boost: float) -> float:
-    return similarity + boost * match * (1.0 - similarity)
-
-
 def rank(
     query: str,
     candidates: Iterable[tuple[Image, float]],
     settings: SearchSettings,
     k: int,
+    background: Sequence[float] | np.ndarray | None = None,
 ) -> list[Hit]:
-    """Score, order (best first), cut and trim `candidates` (image, cosine similarity)."""
-    terms = keywords(query)
-    hits = []
-    for image, similarity in candidates:
-        match = keyword_match(terms, image.effective_caption or "")
-        hits.append(Hit(image, hybrid_score(similarity, match, settings.keyword_boost), similarity, match))
+    """Order (best first), judge, cut and trim `candidates` (image, cosine similarity).
+
+    `background`: the query's cosines with the collection (or an even spread of it); without it,
+    the candidates' own cosines stand in — the top of the collection, which makes the best stand
+    out less, so fewer queries are answered."""
     # Ties (the same caption twice) go to the newer image, as in the collection.
-    hits.sort(key=lambda h: (h.score, h.image.id), reverse=True)
-    if not hits or hits[0].score < settings.floor:
+    pairs = sorted(candidates, key=lambda p: (p[1], p[0].id), reverse=True)
+    if not pairs:
         return []
-    cut = max(settings.floor, hits[0].score * settings.relative_cutoff)
-    return [h for h in hits if h.score >= cut][:k]
+    judge = Judge(
+        Background.of([sim for _, sim in pairs] if background is None else background, settings), settings
+    )
+    terms = keywords(query)
+    cut = pairs[0][1] * settings.relative_cutoff
+    shown = [(image, sim) for image, sim in pairs if sim >= cut]
+    matches = [keyword_match(terms, image.effective_caption or "") for image, _ in shown]
+    hits = [Hit(image, sim, sim, m, judge.label(sim)) for (image, sim), m in zip(shown, matches, strict=True)]
+    if not judge.accepts(pairs[0][1]):
+        # Answered by the words alone: only the captions that hold them all.
+        hits = [h for h in hits if h.keyword_match == 1.0]
+    return hits[:k]
 
 
 class SearchService:
@@ -157,13 +165,15 @@ class SearchService:
         nearest = await self.indexer.nearest(vector, max(4 * k, MIN_POOL), within)
         if not nearest:
             return SearchResult(query, [], options, in_range)
+        background = await self.indexer.background(vector)
         async with self.sessions() as s:
             rows = (await s.execute(select(Image).where(Image.id.in_([i for i, _ in nearest])))).scalars()
             by_id = {image.id: image for image in rows}
         # An id can be gone by now (deleted after the index answered): it is skipped, never shown.
         candidates = [(by_id[i], sim) for i, sim in nearest if i in by_id]
         if options.sort == "relevance":
-            return SearchResult(query, rank(query, candidates, self.settings, k), options, in_range)
+            hits = rank(query, candidates, self.settings, k, background)
+            return SearchResult(query, hits, options, in_range)
         # Newest first: every candidate that passes the relevance decision, then the k newest of them.
-        hits = rank(query, candidates, self.settings, len(candidates))
+        hits = rank(query, candidates, self.settings, len(candidates), background)
         return SearchResult(query, newest_first(hits)[:k], options, in_range)
