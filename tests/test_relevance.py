@@ -61,6 +61,16 @@ def test_a_one_subject_collection_is_judged_against_a_varied_one() -> None:
     assert Judge(cats, SETTINGS).accepts(0.6)
 
 
+def test_a_collection_crowded_with_the_query_still_answers_a_close_match() -> None:
+    # Half the collection are near-copies of the query: the spread is wide, nothing stands out,
+    # yet a caption this close is an answer.
+    crowded = np.concatenate([np.full(6, 0.88), np.linspace(0.0, 0.2, 6)])
+    judge = Judge(Background.of(crowded, SETTINGS), SETTINGS)
+    assert judge.adjusted(0.8) < SETTINGS.accept_bar
+    assert judge.accepts(0.8) and judge.label(0.8) == "strong"
+    assert not judge.accepts(SETTINGS.sure_similarity - 0.2)
+
+
 def test_the_same_score_means_more_for_a_quiet_query() -> None:
     quiet = Judge(Background.of(np.full(200, 0.0) + np.linspace(-0.05, 0.05, 200), SETTINGS), SETTINGS)
     noisy = Judge(Background.of(np.linspace(0.0, 0.4, 200), SETTINGS), SETTINGS)

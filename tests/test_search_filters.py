@@ -161,12 +161,19 @@ async def test_the_range_narrows_the_candidates_before_the_top_k_cut(
     # A pool of 4 candidates for k=1 (as 50 are for a real collection's first page), and more
     # than 4 captions nearer the query than the old beach dog, the only image of its day.
     monkeypatch.setattr(search_module, "MIN_POOL", 1)
-    nearer = ["a dog catching a frisbee", "a puppy chasing a ball", "a dog with a ball in its mouth"]
+    # The query matches the beach dog well (a filtered search still only shows real matches).
+    query = "a dog running on the beach at sunset"
+    nearer = [
+        "a dog running on the beach at sunset",
+        "a dog running on a beach at sunset",
+        "two dogs running on the beach at sunset",
+        "a puppy running on the beach at sunset",
+        "a dog running along the beach at sunset",
+        "dogs running on the beach at sunset",
+    ]
     await upload_captioned(client, nearer, seed=800)
     indexer = state_of(app).indexer
-    vector = await indexer.embedder.run("a dog catching a ball")
+    vector = await indexer.embedder.run(query)
     assert dated[DOGS[0]] not in {i for i, _ in await indexer.nearest(vector, 4)}
-    body = await search(
-        client, "a dog catching a ball", k=1, uploaded_from="2026-01-05", uploaded_to="2026-01-05"
-    )
+    body = await search(client, query, k=1, uploaded_from="2026-01-05", uploaded_to="2026-01-05")
     assert captions(body) == [DOGS[0]] and body["in_range"] == 1

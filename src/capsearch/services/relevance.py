@@ -24,6 +24,9 @@ Edge cases, all continuous rather than special-cased:
   own background, so with one image the prior alone decides (a fixed bar: s ≥ 0.47 with the shipped
   settings); with 2–4 it nearly does; with hundreds the collection's own figures dominate.
 * All scores equal: the spread is 0; `min_scale` keeps the standing finite.
+* A collection crowded with near-copies of the query (many beach dogs among a few others): the
+  background's spread is wide, so even a near-perfect hit stands out little. A best cosine of
+  `sure_similarity` or more is an answer, and a strong one, whatever the background.
 * A collection that is mostly one subject (all cats): "cat" scores high against everything, so the
   best cannot stand out. `max_location` caps the location at the highest median any tune query had,
   so such a query is still judged against what a varied collection would give.
@@ -84,7 +87,9 @@ class Judge:
 
     def accepts(self, similarity: float) -> bool:
         """Whether a best hit this similar means the collection holds what was asked for."""
-        return self.adjusted(similarity) >= self.settings.accept_bar
+        sure = similarity >= self.settings.sure_similarity
+        return sure or self.adjusted(similarity) >= self.settings.accept_bar
 
     def label(self, similarity: float) -> Label:
-        return "strong" if self.adjusted(similarity) >= self.settings.strong_bar else "possible"
+        sure = similarity >= self.settings.sure_similarity
+        return "strong" if sure or self.adjusted(similarity) >= self.settings.strong_bar else "possible"
