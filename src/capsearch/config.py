@@ -49,8 +49,7 @@ class ModelSettings(BaseModel):
     # The captioner's engine. "auto": OpenVINO on a CPU (converted once from the checkpoint and cached
     # beside it; ~2.5x torch there), torch elsewhere (float16 on CUDA). "torch" / "openvino" choose.
     captioner_backend: CaptionerBackend = "auto"
-    # OpenVINO only: int8 weights (NNCF weight compression). Faster and smaller, but unverified for
-    # caption quality (README "Models").
+    # OpenVINO only: int8 weights (NNCF). Faster and smaller; caption quality unverified (README).
     captioner_int8: bool = False
     embedder_id: str | None = None
     # Longer texts are truncated; captions are a sentence, MiniLM was trained on up to 256 tokens.
@@ -65,12 +64,9 @@ class ModelSettings(BaseModel):
     # cached beside it; live partials run on a shortened window), transformers elsewhere (float16 on
     # CUDA). "transformers" / "ctranslate2" choose.
     transcriber_backend: TranscriberBackend = "auto"
-    # CTranslate2 only: int8 weights for every pass, quantised when the model loads. Finals 1.3x
-    # faster here with the same word error rate on 32 spoken phrases, but not the same tokens as the
-    # float32 checkpoint (docs/benchmarks.md "Voice").
+    # CTranslate2 only (README "Transcriber backends"): int8 weights for every pass, finals too, or
+    # for live partials only (on an int8 copy; finals stay float32).
     transcriber_int8: bool = False
-    # CTranslate2 only: live partials on an int8 copy of the model (finals stay float32): 2.5x
-    # faster partials, which is what lets several people speak at once on a CPU.
     transcriber_partials_int8: bool = True
     # False = never touch the network (HF_HUB_OFFLINE semantics): only models_cache/ is used.
     allow_download: bool = True
@@ -123,11 +119,7 @@ class SearchSettings(BaseModel):
     standing_weight: float = Field(0.238, ge=0)
     accept_bar: float = Field(1.538, ge=-10, le=10)
     strong_bar: float = Field(1.637, ge=-10, le=10)
-    # A best cosine this high is an answer (and a strong one) whatever the background: in a
-    # collection crowded with near-copies of the query (a library of beach dogs) the background's
-    # spread is wide and the best cannot stand out. Chosen above the highest best cosine any
-    # no-match query of the whole labelled set reached (0.635), so it changes none of its figures.
-    sure_similarity: float = Field(0.70, ge=-1, le=1)
+    sure_similarity: float = Field(0.70, ge=-1, le=1)  # a best this close is an answer: README "Search"
     max_query_chars: int = Field(200, ge=1, le=10_000)
     # A changed index is written to disk at most this often (and at shutdown); a crash in between is
     # repaired at the next start by the checksum check against the database.
