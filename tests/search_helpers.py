@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from PIL import Image as PILImage
 from sqlalchemy import update
 
+from capsearch.app import CaptionerFactory
 from capsearch.db.models import Image
 from tests.apikit import files, state_of
 from tests.conftest import photo_bytes
@@ -107,3 +109,25 @@ async def upload_dated(client: httpx.AsyncClient, app: FastAPI) -> dict[str, int
     ids = await upload_captioned(client, DOGS + OTHERS, seed=700)
     await set_uploaded(app, {ids[c]: t for c, t in TIMES.items()})
     return ids
+
+
+# Fixtures for the search tests (import them by name into a test module to use them).
+
+
+@pytest.fixture
+def captioner_factory() -> CaptionerFactory:
+    """Overrides the app's captioner: the scripted one captions from the image's seed."""
+    return lambda _settings: ScriptedCaptioner()
+
+
+@pytest.fixture
+async def dated(client: httpx.AsyncClient, app: FastAPI) -> dict[str, int]:
+    return await upload_dated(client, app)
+
+
+async def api_search(client: httpx.AsyncClient, q: str, **params: Any) -> dict[str, Any]:
+    """GET /api/search, which must answer 200; its JSON."""
+    r = await client.get("/api/search", params={"q": q, **params})
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body

@@ -9,22 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from capsearch.app import CaptionerFactory
-from tests.search_helpers import DOGS, OTHERS, ScriptedCaptioner, upload_dated
+from tests.search_helpers import DOGS, OTHERS, captioner_factory, dated
 
 FILTERS = {"sort": "newest", "from": "2026-01-10", "to": "2026-01-20", "tz": "Europe/Berlin"}
 
-
-@pytest.fixture
-def captioner_factory() -> CaptionerFactory:
-    return lambda _settings: ScriptedCaptioner()
-
-
-@pytest.fixture
-async def dated(client: httpx.AsyncClient, app: FastAPI) -> dict[str, int]:
-    return await upload_dated(client, app)
+__all__ = ["captioner_factory", "dated"]  # fixtures, used by name
 
 
 def hit_ids(html: str) -> list[int]:

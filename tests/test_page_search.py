@@ -13,19 +13,21 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from capsearch.app import CaptionerFactory
 from capsearch.templating import render
 from tests.apikit import files
 from tests.conftest import photo_bytes
-from tests.search_helpers import CAPTIONS, ScriptedCaptioner, assert_index_matches_database, upload_captioned
+from tests.search_helpers import (
+    CAPTIONS,
+    ScriptedCaptioner,
+    assert_index_matches_database,
+    captioner_factory,
+    upload_captioned,
+)
 from tests.ws_page import Page, page, root_of, text_of
 
 DOG = "a dog running on the beach"
 
-
-@pytest.fixture
-def captioner_factory() -> CaptionerFactory:
-    return lambda _settings: ScriptedCaptioner()
+__all__ = ["captioner_factory"]  # fixtures, used by name
 
 
 @pytest.fixture

@@ -13,37 +13,28 @@ import numpy as np
 import pytest
 from fastapi import FastAPI
 
-from capsearch.app import CaptionerFactory
 from capsearch.events import ImageChanged, ImageDeleted
 from tests.apikit import files, state_of
 from tests.conftest import photo_bytes
 from tests.search_helpers import (
     CAPTIONS,
     ScriptedCaptioner,
+    api_search,
     assert_index_matches_database,
+    captioner_factory,
     upload_captioned,
 )
 
 # What an answer says of its order and date range when the request named neither.
 UNFILTERED = {"sort": "relevance", "uploaded_from": None, "uploaded_to": None, "in_range": None}
 
-
-@pytest.fixture
-def captioner_factory() -> CaptionerFactory:
-    return lambda _settings: ScriptedCaptioner()
+__all__ = ["captioner_factory"]  # fixtures, used by name
 
 
 @pytest.fixture
 async def collection(client: httpx.AsyncClient) -> dict[str, int]:
     """caption → image id, for every caption in CAPTIONS, captioned by the model path."""
     return await upload_captioned(client, CAPTIONS)
-
-
-async def search(client: httpx.AsyncClient, q: str, **params: object) -> dict[str, object]:
-    r = await client.get("/api/search", params={"q": q, **params})
-    assert r.status_code == 200, r.text
-    body: dict[str, object] = r.json()
-    return body
 
 
 def hit_ids(body: dict[str, object]) -> list[int]:
@@ -66,7 +57,7 @@ def hit_ids(body: dict[str, object]) -> list[int]:
 async def test_known_answers_come_first(
     client: httpx.AsyncClient, app: FastAPI, collection: dict[str, int], query: str, expected: str
 ) -> None:
-    body = await search(client, query)
+    body = await api_search(client, query)
     assert body["no_match"] is False
     assert body["query"] == query
     assert hit_ids(body)[0] == collection[expected]
@@ -84,7 +75,7 @@ async def test_known_answers_come_first(
 async def test_no_right_answer_is_no_match(
     client: httpx.AsyncClient, collection: dict[str, int], query: str
 ) -> None:
-    body = await search(client, query)
+    body = await api_search(client, query)
     assert body == {"query": query, "hits": [], "no_match": True} | UNFILTERED
 
 
@@ -94,7 +85,7 @@ async def test_a_caption_holding_every_query_word_answers_it(
 ) -> None:
     # MiniLM scores a lone word low against a whole caption (0.45 and 0.35 here), below what the
     # adaptive decision accepts on its own; the literal word makes it an answer, ranked by cosine.
-    body = await search(client, query)
+    body = await api_search(client, query)
     hits = body["hits"]
     assert isinstance(hits, list) and body["no_match"] is False
     (top,) = hits
@@ -105,7 +96,7 @@ async def test_a_caption_holding_every_query_word_answers_it(
 
 
 async def test_hits_are_labelled(client: httpx.AsyncClient, collection: dict[str, int]) -> None:
-    hits = (await search(client, "plate of spaghetti"))["hits"]
+    hits = (await api_search(client, "plate of spaghetti"))["hits"]
     assert isinstance(hits, list)
     assert hits[0]["label"] == "strong"
     assert all(h["label"] in ("strong", "possible") for h in hits)
@@ -123,18 +114,18 @@ async def test_query_validation(client: httpx.AsyncClient, app: FastAPI) -> None
     r = await client.get("/api/search", params={"q": "dog", "k": 0})
     assert r.status_code == 422 and r.json()["code"] == "invalid_request"
     # Whitespace is collapsed; k beyond the cap is capped, not refused.
-    body = await search(client, "  a   dog ", k=10_000)
+    body = await api_search(client, "  a   dog ", k=10_000)
     assert body["query"] == "a dog"
 
 
 async def test_k_limits_the_hits(client: httpx.AsyncClient, collection: dict[str, int]) -> None:
     await upload_captioned(client, ["a dog sleeping by the fire", "a dog playing in the snow"], seed=700)
-    assert len(hit_ids(await search(client, "dog"))) == 3
-    assert len(hit_ids(await search(client, "dog", k=1))) == 1
+    assert len(hit_ids(await api_search(client, "dog"))) == 3
+    assert len(hit_ids(await api_search(client, "dog", k=1))) == 1
 
 
 async def test_empty_collection_is_no_match(client: httpx.AsyncClient) -> None:
-    assert (await search(client, "dog"))["no_match"] is True
+    assert (await api_search(client, "dog"))["no_match"] is True
 
 
 async def test_edit_caption_reindexes_and_keeps_the_model_caption(
@@ -153,8 +144,8 @@ async def test_edit_caption_reindexes_and_keeps_the_model_caption(
     assert body["model_caption"] == "a red car parked on a city street"
     assert (await client.get(f"/api/images/{image_id}")).json()["caption"] == "a yellow submarine"
     # Searchable by the new words as soon as PATCH answered; no longer found by the old ones.
-    assert hit_ids(await search(client, "submarine"))[0] == image_id
-    assert image_id not in hit_ids(await search(client, "red car"))
+    assert hit_ids(await api_search(client, "submarine"))[0] == image_id
+    assert image_id not in hit_ids(await api_search(client, "red car"))
     await assert_index_matches_database(app)
     # The stored vector is that of the person's caption.
     state = state_of(app)
@@ -190,7 +181,7 @@ async def test_delete_removes_row_files_and_index_entry(
     assert (await client.get(image["url"])).status_code == 404
     assert (await client.get(image["thumbnail_url"])).status_code == 404
     assert len(state.store.all_files()) == files_before - 2
-    assert image_id not in hit_ids(await search(client, "dog on a beach"))
+    assert image_id not in hit_ids(await api_search(client, "dog on a beach"))
     await assert_index_matches_database(app)
     again = await client.delete(f"/api/images/{image_id}")
     assert again.status_code == 404 and again.json()["code"] == "not_found"
@@ -229,8 +220,8 @@ async def test_searches_during_concurrent_uploads(
         assert r.status_code == 200
         assert set(r.json()) == {"query", "hits", "no_match", *UNFILTERED}
     # Once the uploads answered (wait=true), their captions are searchable.
-    tractors = (await search(client, "green tractor", k=20))["hits"]
+    tractors = (await api_search(client, "green tractor", k=20))["hits"]
     assert isinstance(tractors, list)
     assert sum("tractor" in h["image"]["caption"] for h in tractors) == len(new_captions)
-    beach = await search(client, "dog on a beach")
+    beach = await api_search(client, "dog on a beach")
     assert hit_ids(beach)[0] == collection["a dog running on the beach"]

@@ -11,7 +11,6 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from capsearch.app import CaptionerFactory
 from capsearch.services import search as search_module
 from capsearch.services.search_options import SearchOptions, SearchOptionsError
 from tests.apikit import state_of
@@ -21,28 +20,14 @@ from tests.search_helpers import (
     JAN_10,
     OTHERS,
     TIMES,
-    ScriptedCaptioner,
+    api_search,
+    captioner_factory,
+    dated,
     set_uploaded,
     upload_captioned,
-    upload_dated,
 )
 
-
-@pytest.fixture
-def captioner_factory() -> CaptionerFactory:
-    return lambda _settings: ScriptedCaptioner()
-
-
-@pytest.fixture
-async def dated(client: httpx.AsyncClient, app: FastAPI) -> dict[str, int]:
-    return await upload_dated(client, app)
-
-
-async def search(client: httpx.AsyncClient, q: str, **params: Any) -> dict[str, Any]:
-    r = await client.get("/api/search", params={"q": q, **params})
-    assert r.status_code == 200, r.text
-    body: dict[str, Any] = r.json()
-    return body
+__all__ = ["captioner_factory", "dated"]  # fixtures, used by name
 
 
 def captions(body: dict[str, Any]) -> list[str]:
@@ -96,9 +81,9 @@ def test_mistakes_are_named(args: tuple[str | None, ...], code: str, words: str)
 async def test_newest_first_orders_the_matches_and_lets_in_nothing_else(
     client: httpx.AsyncClient, app: FastAPI, dated: dict[str, int]
 ) -> None:
-    best = await search(client, "dog")
+    best = await api_search(client, "dog")
     assert sorted(captions(best)) == sorted(DOGS) and best["sort"] == "relevance"
-    newest = await search(client, "dog", sort="newest")
+    newest = await api_search(client, "dog", sort="newest")
     # The same matches, newest first; the pasta is the newest image of all but no dog.
     assert captions(newest) == [DOGS[3], DOGS[2], DOGS[1], DOGS[0]]
     assert newest["sort"] == "newest" and newest["in_range"] is None
@@ -106,34 +91,34 @@ async def test_newest_first_orders_the_matches_and_lets_in_nothing_else(
     # Uploaded at the same instant: the larger id first.
     await set_uploaded(app, {dated[DOGS[0]]: TIMES[DOGS[3]]})
     tied = sorted([DOGS[0], DOGS[3]], key=dated.__getitem__, reverse=True)
-    assert captions(await search(client, "dog", sort="newest"))[:2] == tied
+    assert captions(await api_search(client, "dog", sort="newest"))[:2] == tied
     # k still caps the answer: the newest k of the matches.
-    assert captions(await search(client, "dog", sort="newest", k=1)) == tied[:1]
+    assert captions(await api_search(client, "dog", sort="newest", k=1)) == tied[:1]
 
 
 async def test_a_date_range_holds_both_its_ends(client: httpx.AsyncClient, dated: dict[str, int]) -> None:
-    day = await search(client, "dog", uploaded_from="2026-01-10", uploaded_to="2026-01-10")
+    day = await api_search(client, "dog", uploaded_from="2026-01-10", uploaded_to="2026-01-10")
     assert sorted(captions(day)) == sorted([DOGS[1], DOGS[2]])
     assert day["in_range"] == 2  # the two dogs; the car came a microsecond too early
     assert day["uploaded_from"] == "2026-01-10T00:00:00Z"
     assert day["uploaded_to"] == "2026-01-10T23:59:59.999999Z"
     exact = {"uploaded_from": "2026-01-10T00:00:00Z", "uploaded_to": "2026-01-10T23:59:59.999998Z"}
-    assert captions(await search(client, "dog", **exact)) == [DOGS[1]]
+    assert captions(await api_search(client, "dog", **exact)) == [DOGS[1]]
     # The same day in Tokyo (UTC+9) starts at 15:00 UTC on the 9th: the car is in, the late dog out.
-    tokyo = await search(
+    tokyo = await api_search(
         client, "a red car", uploaded_from="2026-01-10", uploaded_to="2026-01-10", tz="Asia/Tokyo"
     )
     assert captions(tokyo) == [OTHERS[1]] and tokyo["in_range"] == 2
     # One bound alone: everything after it.
-    since = await search(client, "dog", sort="newest", uploaded_from="2026-01-11")
+    since = await api_search(client, "dog", sort="newest", uploaded_from="2026-01-11")
     assert captions(since) == [DOGS[3]] and since["in_range"] == 2
 
 
 async def test_a_range_holding_nothing_says_so(client: httpx.AsyncClient, dated: dict[str, int]) -> None:
-    empty = await search(client, "dog", uploaded_from="2025-01-01", uploaded_to="2025-12-31")
+    empty = await api_search(client, "dog", uploaded_from="2025-01-01", uploaded_to="2025-12-31")
     assert (empty["hits"], empty["no_match"], empty["in_range"]) == ([], True, 0)
     # Images in the range, none of them a match: no_match too, but in_range tells the two apart.
-    none = await search(client, "quantum chromodynamics lecture", uploaded_from="2026-01-01")
+    none = await api_search(client, "quantum chromodynamics lecture", uploaded_from="2026-01-01")
     assert (none["hits"], none["no_match"], none["in_range"]) == ([], True, 6)
 
 
@@ -175,5 +160,5 @@ async def test_the_range_narrows_the_candidates_before_the_top_k_cut(
     indexer = state_of(app).indexer
     vector = await indexer.embedder.run(query)
     assert dated[DOGS[0]] not in {i for i, _ in await indexer.nearest(vector, 4)}
-    body = await search(client, query, k=1, uploaded_from="2026-01-05", uploaded_to="2026-01-05")
+    body = await api_search(client, query, k=1, uploaded_from="2026-01-05", uploaded_to="2026-01-05")
     assert captions(body) == [DOGS[0]] and body["in_range"] == 1
