@@ -87,6 +87,7 @@ async def db_url(migrated_db_url: str) -> str:
     engine = create_engine(migrated_db_url)
     async with engine.begin() as conn:
         await conn.execute(text("DELETE FROM images"))
+        await conn.execute(text("DELETE FROM index_changes"))
     await engine.dispose()
     return migrated_db_url
 

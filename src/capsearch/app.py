@@ -87,6 +87,15 @@ def create_app(
     startup: StartupTimer | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
+    if settings.broker.enabled:  # distributed mode: the models run on `capsearch worker` processes
+        from capsearch.broker.web import RemoteModelInfo, remote_embedder
+
+        if captioner_factory is default_captioner:
+            captioner_factory = lambda _: RemoteModelInfo("captioner")  # noqa: E731
+        if transcriber_factory is default_transcriber:
+            transcriber_factory = lambda _: RemoteModelInfo("transcriber")  # noqa: E731
+        if embedder_factory is default_embedder:
+            embedder_factory = remote_embedder
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -128,6 +137,7 @@ def create_app(
                 gallery=images.gallery,
                 live=live,
                 rate_limits=RateLimits(settings.rate_limits),
+                broker=base.broker,
             )
             # Registered last, so it runs first: shutdown's grace counts from here if nothing began it.
             stack.callback(clock.begin)

@@ -1,4 +1,4 @@
-"""The `capsearch` command: serve, migrate, models, reindex, bench."""
+"""The `capsearch` command: serve, worker, migrate, models, reindex, import, bench."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     # Checked before uvicorn starts so a missing model or schema is one clear line, not a traceback.
     try:
         with timer.step("model files check"):
-            for spec in profile_specs(settings.models):
+            # Distributed mode: the models are the workers' (`capsearch worker`), not this process's.
+            for spec in [] if settings.broker.enabled else profile_specs(settings.models):
                 ensure_available(spec, settings.models)
         with timer.step("schema check"):
             asyncio.run(check_schema(settings.database.url))
@@ -60,6 +61,29 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     app = create_app(settings, startup=timer)
     Server(uvicorn_config(app, settings.server, host=host, port=port, log_level=args.log_level)).run()
     return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from capsearch.app import SchemaOutOfDateError, check_schema
+    from capsearch.broker.worker import main as worker_main
+    from capsearch.broker.worker import parse_models
+    from capsearch.ml.registry import ensure_available, profile_specs
+
+    if not settings.broker.enabled:
+        return _fail("a worker needs the broker: set CAPSEARCH_BROKER__URL (e.g. redis://127.0.0.1:6379/0)")
+    try:
+        models = parse_models(args.models)
+        if args.fake_batch_s is None:
+            for spec in profile_specs(settings.models):
+                if spec.role in models:
+                    ensure_available(spec, settings.models)
+        if "captioner" in models:  # it writes captions to the database
+            asyncio.run(check_schema(settings.database.url))
+    except (ValueError, ModelUnavailableError, SchemaOutOfDateError) as e:
+        return _fail(str(e))
+    except OSError as e:
+        return _fail(f"cannot reach the database at {_safe_url(settings.database.url)}: {e}")
+    return worker_main(settings, models, args.fake_batch_s)
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
@@ -137,7 +161,7 @@ def cmd_reindex(settings: Settings, args: argparse.Namespace) -> int:
     from capsearch.compose import index_dir
     from capsearch.db.session import create_engine, session_factory
     from capsearch.ml.registry import embedder_dim, spec_for
-    from capsearch.services.indexing import rebuild_saved_index
+    from capsearch.services.reindex import rebuild_saved_index
 
     spec = spec_for(settings.models, "embedder")
     try:
@@ -184,6 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int)
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=cmd_serve)
+
+    w = sub.add_parser("worker", help="serve models to the web replicas over Redis (distributed mode)")
+    w.add_argument("--models", default="captioner,transcriber,embedder", help="comma-separated subset")
+    w.add_argument(
+        "--fake-batch-s",
+        type=float,
+        metavar="S",
+        help="stand-in models costing S seconds per batch (benchmarks and tests; no weights needed)",
+    )
+    w.set_defaults(func=cmd_worker)
 
     m = sub.add_parser("migrate", help="bring the database schema up to date (Alembic)")
     m.add_argument("revision", nargs="?", default="head")

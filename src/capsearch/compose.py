@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import numpy as np
@@ -21,7 +21,7 @@ from PIL import Image as PILImage
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from capsearch.batching import Batcher, ComputeArbiter, Priority
-from capsearch.config import ArbiterSettings, BatchSettings, Settings, VoiceSettings
+from capsearch.config import ArbiterSettings, BatchSettings, Settings
 from capsearch.db.session import create_engine, session_factory
 from capsearch.events import EventBus
 from capsearch.ml.base import Embedder, Model
@@ -39,11 +39,14 @@ from capsearch.shutdown import ShutdownClock, stop_within
 from capsearch.startup import StartupTimer
 from capsearch.storage import ContentStore
 from capsearch.templating import web_dir
-from capsearch.voice.activity import ActivityDetector, LoudnessDetector
+from capsearch.voice.activity import start_detector
 from capsearch.voice.lanes import TranscriberLanes, lanes_of
 from capsearch.voice.streams import VoiceStreams
 from capsearch.ws.feed import LiveFeed
 from capsearch.ws.uploads import UploadRegistry
+
+if TYPE_CHECKING:
+    from capsearch.broker.web import WebBroker
 
 
 def index_dir(settings: Settings) -> Path:
@@ -94,6 +97,19 @@ class Foundation:
     clock: ShutdownClock
     # One per process: interactive models (transcriber, embedder) hold it, the captioner yields to it.
     arbiter: ComputeArbiter | None
+    # Distributed mode (capsearch.broker): the models run on workers, reached through Redis.
+    broker: WebBroker | None = None
+
+    async def queue(
+        self, stack: AsyncExitStack, model: Model[Any, Any], settings: BatchSettings, **local: Any
+    ) -> Batcher[Any, Any]:
+        """The model's queue: a local batcher, or in distributed mode one that sends to workers."""
+        if self.broker is None:
+            return await start_batcher(stack, self.clock, model, settings, **local)
+        remote = self.broker.remote(model.name, settings)
+        await remote.start()
+        stack.push_async_callback(stop_within, self.clock, remote.stop, settings.shutdown_timeout_s)
+        return remote
 
 
 async def build_foundation(
@@ -110,7 +126,12 @@ async def build_foundation(
     store = ContentStore(settings.storage.dir)
     await asyncio.to_thread(store.init)
     arbiter = build_arbiter(settings.arbiter)
-    return Foundation(settings, engine, session_factory(engine), store, EventBus(), clock, arbiter)
+    events, broker = EventBus(), None
+    if settings.broker.enabled:
+        from capsearch.broker.web import start_web_broker
+
+        broker = await start_web_broker(stack, settings.broker, events)
+    return Foundation(settings, engine, session_factory(engine), store, events, clock, arbiter, broker)
 
 
 @dataclass
@@ -129,15 +150,14 @@ async def build_search(
     # A query waits on its embedding, and indexing's background embeddings are short: all foreground.
     # Only a query someone waits for goes before captions: caption embeddings and the index backfill
     # at startup are background work themselves, and would otherwise stall captions for its length.
-    batcher = await start_batcher(
+    batcher = await base.queue(
         stack,
-        base.clock,
         model,
         settings.embed_batch,
         holds=base.arbiter,
         hold_priorities=frozenset({Priority.INTERACTIVE}),
     )
-    indexer = SearchIndexer(
+    parts: dict[str, Any] = dict(
         settings=settings.search,
         sessions=base.sessions,
         embedder=batcher,
@@ -149,8 +169,12 @@ async def build_search(
     # Checks the saved index against the database (rebuilding it if they differ) before any request
     # is served; then embeds captions that have no vector, in the background.
     with timer.step("index check"):
-        await indexer.start()
-    stack.push_async_callback(indexer.close)  # after the image pipeline, whose captions may still index
+        if base.broker is None:
+            indexer = SearchIndexer(**parts)
+            await indexer.start()
+            stack.push_async_callback(indexer.close)  # after the image pipeline, which may still index
+        else:  # the index also follows the changes other processes make
+            indexer = await base.broker.follow_index(stack, parts)
     search = SearchService(settings=settings.search, sessions=base.sessions, indexer=indexer)
     return SearchParts(model, batcher, indexer, search)
 
@@ -176,8 +200,8 @@ async def build_images(
     model = await captioner
     if base.arbiter is not None and isinstance(model, YieldsCompute):
         model.yield_to = base.arbiter  # captions give way between images and decoding steps
-    batcher = await start_batcher(stack, clock, model, settings.caption_batch)
-    pipeline = ImagePipeline(
+    batcher = await base.queue(stack, model, settings.caption_batch)
+    parts: dict[str, Any] = dict(
         settings=settings,
         sessions=base.sessions,
         store=base.store,
@@ -187,6 +211,12 @@ async def build_images(
         indexer=search.indexer,
         clock=clock,
     )
+    if base.broker is None:
+        pipeline = ImagePipeline(**parts)
+    else:  # captions are durable jobs the workers write
+        from capsearch.broker.pipeline import BrokeredImagePipeline
+
+        pipeline = BrokeredImagePipeline(queue=base.broker.queue, census=base.broker.census, **parts)
 
     async def close_pipeline() -> None:
         # The batcher drains (or fails) its queue first, so the pipeline's caption tasks settle
@@ -235,18 +265,6 @@ class VoiceParts:
     pipeline: VoicePipeline
 
 
-async def build_detector(stack: AsyncExitStack, settings: VoiceSettings) -> ActivityDetector:
-    """Silero VAD (a ~1 MB ONNX model, loaded off the loop), or the loudness rule when it is off."""
-    if not settings.vad:
-        return LoudnessDetector(settings)
-    from capsearch.voice.vad import SileroDetector, SileroVad, VadParams
-
-    vad = SileroVad()
-    await asyncio.to_thread(vad.load)
-    stack.callback(vad.close)
-    return SileroDetector(vad, VadParams.from_settings(settings))
-
-
 async def build_voice(
     stack: AsyncExitStack,
     base: Foundation,
@@ -257,7 +275,7 @@ async def build_voice(
     model = await transcriber
     # Live partials and finals alike: both are someone waiting, relative to a caption.
     batch, arbiter = settings.transcribe_batch, base.arbiter
-    finals = await start_batcher(stack, base.clock, model, batch, holds=arbiter)
+    finals = await base.queue(stack, model, batch, holds=arbiter)
     partials = None
     if lanes_of(model) > 1:
         partials = await start_batcher(
@@ -265,7 +283,7 @@ async def build_voice(
         )
     batcher = TranscriberLanes(finals, partials)
     # Stopped before the batcher: live recordings end and their queued passes leave the queue.
-    detector = await build_detector(stack, settings.voice)
+    detector = await start_detector(stack, settings.voice)
     pipeline = VoicePipeline(
         settings=settings.voice, transcriber=batcher, search=search.search, detector=detector
     )

@@ -1,8 +1,7 @@
 """Application settings: one class, grouped fields, read once through `get_settings()`.
 
 Environment variables use the prefix ``CAPSEARCH_`` and ``__`` between a group and its field, e.g.
-``CAPSEARCH_DATABASE__URL`` or ``CAPSEARCH_CAPTION_BATCH__MAX_BATCH_SIZE``. A ``.env`` file in the
-working directory is read too.
+``CAPSEARCH_DATABASE__URL``; a ``.env`` file in the working directory is read too.
 """
 
 from __future__ import annotations
@@ -13,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from capsearch.broker.settings import BrokerSettings
 
 ModelProfile = Literal["default", "tiny"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
@@ -244,11 +245,9 @@ class UploadSettings(BaseModel):
     stall_timeout_s: float = Field(60.0, gt=0, description="no chunk for this long on a live socket")
     partial_ttl_s: float = Field(600.0, gt=0, description="how long a dropped upload may be resumed")
     max_message_bytes: int = Field(300 * 1024, description="largest WebSocket message accepted")
-    # However many sockets one client (IP address) opens, it has at most this many uploads in
-    # progress or waiting to be resumed.
+    # However many sockets one client (IP address) opens.
     max_per_client: int = Field(12, ge=1, le=1024, description="partial uploads per client")
-    # All partial uploads together may reserve at most this much disk (their declared sizes).
-    max_partial_bytes: int = Field(1024 * 1024 * 1024, ge=1024 * 1024, description="bytes on disk")
+    max_partial_bytes: int = Field(1 << 30, ge=1 << 20, description="disk all partial uploads may reserve")
 
 
 class MaintenanceSettings(BaseModel):
@@ -293,6 +292,7 @@ class Settings(BaseSettings):
     rate_limits: RateLimitSettings = RateLimitSettings()
     uploads: UploadSettings = UploadSettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
+    broker: BrokerSettings = BrokerSettings()
 
 
 @lru_cache

@@ -98,3 +98,19 @@ class ModelUnavailableError(CapsearchError):
 
     code = "model_unavailable"
     status_code = 503
+
+
+class NoWorkersError(CapsearchError):
+    """Distributed mode: no live worker serves the model this request needs (none has heartbeated)."""
+
+    code = "no_workers"
+    status_code = 503
+    retry_after = 5.0
+
+
+class ModelTimeoutError(CapsearchError):
+    """Distributed mode: a model worker did not answer before the request's deadline."""
+
+    code = "model_timeout"
+    status_code = 504
+    retry_after = 2.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image as PILImage
@@ -26,6 +27,9 @@ from capsearch.voice.streams import VoiceStreams
 from capsearch.ws.connection import SocketServices
 from capsearch.ws.feed import LiveFeed
 from capsearch.ws.uploads import UploadRegistry
+
+if TYPE_CHECKING:
+    from capsearch.broker.web import WebBroker
 
 
 @dataclass
@@ -51,6 +55,8 @@ class AppState:
     gallery: Gallery
     live: LiveFeed
     rate_limits: RateLimits
+    # Distributed mode: the models run on workers reached through Redis (capsearch.broker).
+    broker: WebBroker | None = None
 
     def sockets(self) -> SocketServices:
         return SocketServices(

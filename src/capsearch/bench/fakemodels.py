@@ -4,6 +4,7 @@ benchmarks that measure everything but the models: the app starts in a second an
 from __future__ import annotations
 
 import hashlib
+import time
 
 import numpy as np
 from PIL import Image as PILImage
@@ -11,19 +12,32 @@ from PIL import Image as PILImage
 from capsearch.ml.speech import Clip
 
 FAKE_DIM = 384  # all-MiniLM-L6-v2's width, so the search index is the size the real app builds
+# An image whose top-left pixel is this colour makes the fake captioner fail (a poison job in tests).
+POISON_PIXEL = (255, 0, 254)
 
 
 class FakeCaptioner:
-    """Describes an image by its size and top-left colour (distinct images get distinct captions)."""
+    """Describes an image by its size and top-left colour (distinct images get distinct captions).
+
+    `batch_s`: each batch costs this long whatever its size, like a model on its own device (the
+    scale-out benchmark's workers). A batch holding a `POISON_PIXEL` image fails."""
 
     name = "captioner"
     model_id = "fake-captioner (bench)"
+
+    def __init__(self, batch_s: float = 0.0) -> None:
+        self.batch_s = batch_s
 
     def load(self) -> None:
         pass
 
     def predict(self, batch: list[PILImage.Image]) -> list[str]:
-        return [f"a picture {im.width}x{im.height} rgb{im.getpixel((0, 0))}" for im in batch]
+        if self.batch_s:
+            time.sleep(self.batch_s)
+        pixels = [im.convert("RGB").getpixel((0, 0)) for im in batch]
+        if POISON_PIXEL in pixels:
+            raise RuntimeError("the fake captioner's poison image")
+        return [f"a picture {im.width}x{im.height} rgb{px}" for im, px in zip(batch, pixels, strict=True)]
 
     def close(self) -> None:
         pass

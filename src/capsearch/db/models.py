@@ -71,6 +71,8 @@ class Image(Base):
         default=ImageStatus.RECEIVED,
     )
     error: Mapped[str | None] = mapped_column(Text)
+    # Distributed mode: the caption job a model worker must present to write this row's caption.
+    caption_job: Mapped[str | None] = mapped_column(String(36))
     # Indexed: a search narrowed to an upload-date range asks for the ids uploaded in it.
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, server_default=func.now(), index=True
@@ -102,4 +104,17 @@ class ImageEmbedding(Base):
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, server_default=func.now()
+    )
+
+
+class IndexChange(Base):
+    """Distributed mode: one row per change to an image's embedding, written in the same transaction.
+    Web replicas tail it by `seq` so each one's search index follows the database."""
+
+    __tablename__ = "index_changes"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    image_id: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=func.now(), index=True
     )

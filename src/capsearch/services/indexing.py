@@ -191,6 +191,9 @@ class SearchIndexer:
 
     # ---- embedding and writes -------------------------------------------------------------------
 
+    def record_change(self, session: AsyncSession, image_id: int) -> None:
+        """Inside each write's transaction: distributed mode appends to the change feed here."""
+
     async def embed(self, text: str, priority: Priority = Priority.BACKGROUND) -> np.ndarray | None:
         """A caption's vector, or None if the embedder failed (logged; embedded again at next start)."""
         async with self._gate:
@@ -223,6 +226,7 @@ class SearchIndexer:
                     if store:
                         assert text is not None and vector is not None
                         await embedding_repo.upsert(s, image_id, self.model, text, vector)
+                        self.record_change(s, image_id)
                 await s.refresh(image)
             if store:
                 assert vector is not None
@@ -238,6 +242,7 @@ class SearchIndexer:
                 if image is None:
                     return None
                 await s.delete(image)
+                self.record_change(s, image_id)
             await asyncio.to_thread(self.index.remove, [image_id])
             self._changed()
         return image
@@ -275,25 +280,3 @@ class SearchIndexer:
     async def database_ids(self) -> set[int]:
         async with self.sessions() as s:
             return await embedding_repo.ids_for(s, self.model)
-
-
-async def rebuild_saved_index(
-    settings: SearchSettings,
-    sessions: async_sessionmaker[AsyncSession],
-    *,
-    model: str,
-    dim: int,
-    index_dir: Path,
-) -> tuple[int, str, int]:
-    """`capsearch reindex`: rebuild the saved index from the stored embeddings, no model needed.
-
-    Returns (vectors indexed, index kind, captions still without a vector — embedded at next start).
-    """
-    async with sessions() as s:
-        ids, vectors = await embedding_repo.load_all(s, model, dim)
-        missing = len(await embedding_repo.unembedded(s, model))
-    index = VectorIndex(dim, threshold=settings.approximate_threshold, nprobe=settings.nprobe)
-    index.begin_rebuild()
-    await asyncio.to_thread(index.finish_rebuild, ids, vectors)
-    await asyncio.to_thread(persist.save, index_dir, index.clone(), model=model, dim=dim)
-    return len(ids), index.kind, missing

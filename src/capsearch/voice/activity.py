@@ -8,6 +8,8 @@ end by itself when the speaker stops without ending it at every loud noise.
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -97,3 +99,15 @@ class LoudnessDetector:
     def new_stream(self) -> LoudnessStream:
         s = self.settings
         return LoudnessStream(s.speech_rms, s.min_speech_ms, s.end_silence_ms)
+
+
+async def start_detector(stack: AsyncExitStack, settings: VoiceSettings) -> ActivityDetector:
+    """Silero VAD (a ~1 MB ONNX model, loaded off the loop), or the loudness rule when it is off."""
+    if not settings.vad:
+        return LoudnessDetector(settings)
+    from capsearch.voice.vad import SileroDetector, SileroVad, VadParams
+
+    vad = SileroVad()
+    await asyncio.to_thread(vad.load)
+    stack.callback(vad.close)
+    return SileroDetector(vad, VadParams.from_settings(settings))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
@@ -11,6 +12,11 @@ from sqlalchemy import text
 from capsearch.api.schemas import Health
 from capsearch.batching.metrics import render_metrics
 from capsearch.deps import StateDep
+
+if TYPE_CHECKING:
+    from capsearch.broker.web import WebBroker
+
+MODELS = ("captioner", "transcriber", "embedder")
 
 router = APIRouter(tags=["health"])
 
@@ -23,7 +29,7 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 async def readyz(state: StateDep) -> JSONResponse:
-    """Models are loaded and the database answers."""
+    """The database answers and every model is loaded (distributed mode: has a live worker)."""
     checks: dict[str, str] = {}
     try:
         async with asyncio.timeout(2), state.engine.connect() as conn:
@@ -31,12 +37,28 @@ async def readyz(state: StateDep) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as e:  # any failure means "not ready", with the reason shown
         checks["database"] = f"unreachable: {type(e).__name__}"
-    checks["captioner"] = "ok" if state.caption_batcher.running else "not running"
-    checks["embedder"] = "ok" if state.embed_batcher.running else "not running"
-    checks["transcriber"] = "ok" if state.transcriber_lanes.running else "not running"
-    ready = all(v == "ok" for v in checks.values())
+    if state.broker is None:
+        checks["captioner"] = "ok" if state.caption_batcher.running else "not running"
+        checks["embedder"] = "ok" if state.embed_batcher.running else "not running"
+        checks["transcriber"] = "ok" if state.transcriber_lanes.running else "not running"
+    else:  # distributed mode: which models have live workers
+        checks.update(await worker_checks(state.broker))
+    ready = all(v == "ok" or v.startswith("ok (") for v in checks.values())
     body = Health(status="ready" if ready else "not ready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+async def worker_checks(broker: WebBroker) -> dict[str, str]:
+    checks: dict[str, str] = {}
+    for model in MODELS:
+        try:
+            async with asyncio.timeout(2):
+                live = await broker.census.live(model)
+        except Exception as e:
+            checks[model] = f"broker unreachable: {type(e).__name__}"
+            continue
+        checks[model] = f"ok ({live} worker{'s' if live != 1 else ''})" if live else "no live workers"
+    return checks
 
 
 @router.get("/metrics", response_class=Response)
