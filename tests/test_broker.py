@@ -5,8 +5,10 @@ Database tests run on SQLite (and Postgres); the Redis ones need Redis at TEST_R
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,11 +23,13 @@ from capsearch.broker.keys import Keys
 from capsearch.broker.rpc import RemoteBatcher, RpcClient
 from capsearch.broker.serve import RpcServer
 from capsearch.broker.settings import BrokerSettings
-from capsearch.config import BatchSettings
+from capsearch.broker.uploads import SharedUploadRegistry
+from capsearch.config import BatchSettings, UploadSettings
 from capsearch.db.models import Image, ImageStatus
 from capsearch.db.session import create_engine, session_factory
 from capsearch.errors import ModelTimeoutError, NoWorkersError
 from capsearch.events import EventBus, ImageDeleted
+from capsearch.ws.uploads import UploadError
 from tests.distkit import REDIS_URL, redis_reachable
 
 needs_redis = pytest.mark.skipif(not redis_reachable(), reason=f"no Redis at {REDIS_URL}")
@@ -197,3 +201,47 @@ async def test_events_cross_replicas_once_and_never_echo(redis_client: Redis) ->
     finally:
         await relay_a.stop()
         await relay_b.stop()
+
+
+class Page:
+    """An UploadOwner: one page's socket."""
+
+    def __init__(self, name: str) -> None:
+        self.id = name
+        self.moved: list[str] = []
+
+    def upload_failed(self, upload_id: str, code: str, detail: str) -> None:
+        pass
+
+    def upload_moved(self, upload_id: str) -> None:
+        self.moved.append(upload_id)
+
+
+@needs_redis
+async def test_an_upload_begun_on_one_replica_resumes_on_another(redis_client: Redis, tmp_path: Path) -> None:
+    keys, shared = Keys(f"test-{uuid.uuid4().hex[:8]}"), tmp_path / "tmp" / "uploads"
+    settings = UploadSettings()
+    a = SharedUploadRegistry(settings, shared / "web-a", redis=redis_client, keys=keys, holder="web-a")
+    b = SharedUploadRegistry(settings, shared / "web-b", redis=redis_client, keys=keys, holder="web-b")
+    await a.start()
+    await b.start()
+    try:
+        first = await a.create(
+            "upload-1", name="cat.jpg", size=10, mime="image/jpeg", owner=Page("p1"), client="c"
+        )
+        assert await a.write(first, 0, b"hello") == 5
+        a.detach([first], first.owner)  # type: ignore[list-item]  # the socket dropped
+        # The page reconnects, and the load balancer sends it to replica B.
+        second = await b.resume("upload-1", Page("p2"))
+        assert second.offset == 5 and second.path.parent == shared / "web-b"
+        assert await b.write(second, 5, b"world") == 10
+        received = await b.complete(second, hashlib.sha256(b"helloworld").hexdigest())
+        assert received.path.read_bytes() == b"helloworld"
+        # Back on A, the upload is not A's any more: it lets go of it, and it is over.
+        with pytest.raises(UploadError) as caught:
+            await a.resume("upload-1", Page("p3"))
+        assert caught.value.code == "unknown_upload" and len(a) == 0
+    finally:
+        await a.stop()
+        await b.stop()
+        await redis_client.delete(*[k async for k in redis_client.scan_iter(f"{keys.prefix}:*")] or ["none"])

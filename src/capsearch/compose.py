@@ -106,10 +106,7 @@ class Foundation:
         """The model's queue: a local batcher, or in distributed mode one that sends to workers."""
         if self.broker is None:
             return await start_batcher(stack, self.clock, model, settings, **local)
-        remote = self.broker.remote(model.name, settings)
-        await remote.start()
-        stack.push_async_callback(stop_within, self.clock, remote.stop, settings.shutdown_timeout_s)
-        return remote
+        return await self.broker.start_remote(stack, self.clock, model.name, settings)
 
 
 async def build_foundation(
@@ -166,8 +163,7 @@ async def build_search(
         index_dir=index_dir(settings),
         background_slots=batcher.background_limit,
     )
-    # Checks the saved index against the database (rebuilding it if they differ) before any request
-    # is served; then embeds captions that have no vector, in the background.
+    # Checks the saved index against the database before serving; embeds captions with no vector later.
     with timer.step("index check"):
         if base.broker is None:
             indexer = SearchIndexer(**parts)
@@ -219,8 +215,7 @@ async def build_images(
         pipeline = BrokeredImagePipeline(queue=base.broker.queue, census=base.broker.census, **parts)
 
     async def close_pipeline() -> None:
-        # The batcher drains (or fails) its queue first, so the pipeline's caption tasks settle
-        # instead of being cut; its own stop, registered above, then finds it stopped.
+        # The batcher drains (or fails) its queue first, so the pipeline's caption tasks settle.
         await stop_within(clock, batcher.stop, settings.caption_batch.shutdown_timeout_s)
         await pipeline.close()
 
@@ -232,10 +227,13 @@ async def build_images(
         indexer=search.indexer,
         events=base.events,
     )
-    uploads = UploadRegistry(settings.uploads, base.store.root / "tmp" / "uploads")
+    partials = base.store.root / "tmp" / "uploads"
+    if base.broker is None:
+        uploads = UploadRegistry(settings.uploads, partials)
+    else:  # each replica its own folder on the shared store; resumable on any replica
+        uploads = await base.broker.uploads(settings.uploads, partials)
     await uploads.start()
     stack.push_async_callback(uploads.stop)
-    # Only a configured remote example source needs an HTTP client.
     http = httpx.AsyncClient() if settings.gallery.remote_url_template else None
     if http is not None:
         stack.push_async_callback(http.aclose)

@@ -24,6 +24,9 @@ class BrokerSettings(BaseModel):
     # Index changes older than this are pruned from the feed (a replica down longer rebuilds at start).
     feed_keep_s: float = Field(3600.0, gt=0)
 
+    # A replica's folder of partial socket uploads, untouched this long, is deleted (the replica is gone).
+    stale_partials_s: float = Field(3600.0, gt=0)
+
     @property
     def enabled(self) -> bool:
         return bool(self.url)

@@ -3,14 +3,17 @@ stand-ins for models that run on workers."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import shutil
 import socket
 import time
 import uuid
 from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -24,8 +27,10 @@ from capsearch.broker.index import FeedIndexer
 from capsearch.broker.keys import Keys
 from capsearch.broker.rpc import RemoteBatcher, RpcClient
 from capsearch.broker.settings import BrokerSettings
-from capsearch.config import BatchSettings, Settings
+from capsearch.broker.uploads import SharedUploadRegistry
+from capsearch.config import BatchSettings, Settings, UploadSettings
 from capsearch.events import EventBus
+from capsearch.shutdown import ShutdownClock, stop_within
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +57,24 @@ class WebBroker:
     client: RpcClient
     queue: CaptionQueue
     relay: EventRelay
+    origin: str
 
-    def remote(self, model: str, batch: BatchSettings) -> RemoteBatcher[Any, Any]:
-        return RemoteBatcher(model, batch, self.client, self.census)
+    async def uploads(self, settings: UploadSettings, parent: Path) -> SharedUploadRegistry:
+        """Socket uploads in this replica's own folder of the shared store, resumable on any replica.
+        Folders of replicas gone for longer than `stale_partials_s` are deleted."""
+        await asyncio.to_thread(_remove_stale, parent, self.settings.stale_partials_s)
+        return SharedUploadRegistry(
+            settings, parent / self.origin, redis=self.redis, keys=self.keys, holder=self.origin
+        )
+
+    async def start_remote(
+        self, stack: AsyncExitStack, clock: ShutdownClock, model: str, batch: BatchSettings
+    ) -> RemoteBatcher[Any, Any]:
+        """The queue of a model that runs on workers; stopped with the rest of the lifespan."""
+        remote: RemoteBatcher[Any, Any] = RemoteBatcher(model, batch, self.client, self.census)
+        await remote.start()
+        stack.push_async_callback(stop_within, clock, remote.stop, batch.shutdown_timeout_s)
+        return remote
 
     async def follow_index(self, stack: AsyncExitStack, parts: dict[str, Any]) -> FeedIndexer:
         """The replica's indexer, checked against the database and then following the change feed
@@ -99,7 +119,22 @@ async def start_web_broker(stack: AsyncExitStack, settings: BrokerSettings, bus:
     relay = EventRelay(redis, keys, bus, origin)
     await relay.start()
     stack.push_async_callback(relay.stop)
-    return WebBroker(settings, redis, keys, Census(redis, keys), client, CaptionQueue(redis, keys), relay)
+    return WebBroker(
+        settings, redis, keys, Census(redis, keys), client, CaptionQueue(redis, keys), relay, origin
+    )
+
+
+def _remove_stale(parent: Path, ttl_s: float) -> None:
+    if parent.is_dir():
+        for folder in parent.iterdir():
+            if folder.is_dir() and folder.name.startswith("web-") and _idle_for(folder) > ttl_s:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _idle_for(folder: Path) -> float:
+    """Seconds since anything in `folder` (or the folder itself) last changed."""
+    times = [folder.stat().st_mtime, *(p.stat().st_mtime for p in folder.iterdir())]
+    return time.time() - max(times)
 
 
 class RemoteModelInfo:

@@ -188,7 +188,7 @@ class UploadHandler:
             await self.reject(message.id, refusal.code, refusal.message)
             return
         try:
-            upload = self.registry.claim(message.id, self)
+            upload = await self.registry.resume(message.id, self)
         except UploadError as e:
             await self.reject(message.id, e.code, e.message)
             return

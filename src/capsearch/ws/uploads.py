@@ -174,6 +174,10 @@ class UploadRegistry:
             raise
         return upload
 
+    async def resume(self, upload_id: str, owner: UploadOwner) -> PartialUpload:
+        """`claim`, for a socket's `upload.resume` (distributed mode also looks on other replicas)."""
+        return self.claim(upload_id, owner)
+
     def claim(self, upload_id: str, owner: UploadOwner) -> PartialUpload:
         """Hand an upload to the socket that resumes it (a dropped socket may not know it died yet)."""
         upload = self._uploads.get(upload_id)
