@@ -5,7 +5,8 @@ Checked as a deployment sees it: an upload through replica A shows live on a pag
 found by a search on B; a worker SIGKILLed mid-batch loses no caption and duplicates none (one
 change-feed row per image: the caption was written exactly once); a poison job ends as a clear
 failure; with every worker stopped requests get `no_workers` at once, and all is well again when a
-worker returns. Needs PostgreSQL (TEST_DATABASE_URL, as on CI) and Redis; marked `faults` (slow).
+worker returns; a socket upload begun on A resumes on B. Needs PostgreSQL (TEST_DATABASE_URL, as on
+CI) and Redis; marked `faults` (slow).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import asyncio
 import io
 import json
 import signal
+import struct
 from collections.abc import AsyncIterator, Iterator
+from hashlib import sha256
 from pathlib import Path
 
 import httpx
@@ -163,3 +166,55 @@ async def test_no_workers_is_answered_at_once_and_recovers(topology: Topology) -
         assert r.json()["items"][0]["image"]["status"] == "ready"
         assert (await http.get("/api/search", params={"q": "a picture"})).status_code == 200
         assert json.loads((await http.get("/readyz")).text)["status"] == "ready"
+
+
+def chunk(upload_id: str, offset: int, payload: bytes) -> bytes:
+    name = upload_id.encode()
+    return struct.pack(">BB", 1, len(name)) + name + struct.pack(">Q", offset) + payload
+
+
+async def answer(page: ClientConnection, kind: str) -> dict[str, object]:
+    """The next message of `kind` (live-feed fragments and acks of other kinds are skipped)."""
+    async with asyncio.timeout(20):
+        while True:
+            message = json.loads(await page.recv())
+            if message.get("type") == kind or message.get("type") == "upload.rejected":
+                return dict(message)
+
+
+async def test_a_socket_upload_resumes_on_another_replica(topology: Topology) -> None:
+    await topology.worker("worker-1")
+    a, b = await asyncio.gather(topology.web("web-a"), topology.web("web-b"))
+    data = photo_bytes(7, size=(900, 700))
+    half = len(data) // 2
+    start = {
+        "type": "upload.start",
+        "id": "resume-me-1",
+        "name": "cat.jpg",
+        "size": len(data),
+        "mime": "image/jpeg",
+    }
+    page = await page_of(a.url)
+    await page.send(json.dumps(start))
+    assert (await answer(page, "upload.accepted"))["offset"] == 0
+    await page.send(chunk("resume-me-1", 0, data[:half]))
+    assert (await answer(page, "upload.ack"))["offset"] == half
+    await page.close(code=4000)  # the connection is lost (not the page closed): kept for a resume
+    # The page reconnects; the load balancer sends it to B this time.
+    page = await page_of(b.url)
+    try:
+        await page.send(json.dumps({"type": "upload.resume", "id": "resume-me-1"}))
+        accepted = await answer(page, "upload.accepted")
+        assert accepted["type"] == "upload.accepted" and accepted["offset"] == half, accepted
+        await page.send(chunk("resume-me-1", half, data[half:]))
+        await answer(page, "upload.ack")
+        await page.send(
+            json.dumps({"type": "upload.end", "id": "resume-me-1", "sha256": sha256(data).hexdigest()})
+        )
+        done = await answer(page, "upload.done")
+        assert done["type"] == "upload.done", done
+    finally:
+        await page.close()
+    async with httpx.AsyncClient(base_url=b.url, timeout=30) as http:
+        r = await http.get(f"/api/images/{done['image_id']}")
+        assert r.json()["size_bytes"] == len(data)
