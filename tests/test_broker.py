@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image as PILImage
 from redis.asyncio import Redis
 from sqlalchemy import text
 
@@ -24,11 +25,13 @@ from capsearch.broker.rpc import RemoteBatcher, RpcClient
 from capsearch.broker.serve import RpcServer
 from capsearch.broker.settings import BrokerSettings
 from capsearch.broker.uploads import SharedUploadRegistry
+from capsearch.broker.wire import Reply, decode_input, decode_output, encode_input, encode_output
 from capsearch.config import BatchSettings, UploadSettings
 from capsearch.db.models import Image, ImageStatus
 from capsearch.db.session import create_engine, session_factory
 from capsearch.errors import ModelTimeoutError, NoWorkersError
 from capsearch.events import EventBus, ImageDeleted
+from capsearch.ml.speech import Clip
 from capsearch.ws.uploads import UploadError
 from tests.distkit import REDIS_URL, redis_reachable
 
@@ -245,3 +248,25 @@ async def test_an_upload_begun_on_one_replica_resumes_on_another(redis_client: R
         await a.stop()
         await b.stop()
         await redis_client.delete(*[k async for k in redis_client.scan_iter(f"{keys.prefix}:*")] or ["none"])
+
+
+def test_model_inputs_and_outputs_cross_redis_unchanged() -> None:
+    samples = np.linspace(-1, 1, 16_000, dtype=np.float32)
+    clip = decode_input(
+        "transcriber",
+        {k.encode(): v for k, v in encode_input("transcriber", Clip(samples, final=False)).items()},
+    )
+    assert isinstance(clip, Clip) and not clip.final and np.array_equal(clip.samples, samples)
+    image = PILImage.new("RGB", (40, 30), (200, 10, 10))
+    back = decode_input("captioner", {b"data": encode_input("captioner", image)["data"]})
+    assert (
+        back.size == (40, 30)
+        and max(abs(a - b) for a, b in zip(back.getpixel((5, 5)), (200, 10, 10), strict=True)) < 8
+    )
+    vector = np.arange(384, dtype=np.float32)
+    assert np.array_equal(decode_output("embedder", encode_output("embedder", vector)), vector)
+    assert (
+        decode_output("transcriber", encode_output("transcriber", "a dog on a beach")) == "a dog on a beach"
+    )
+    reply = Reply("id-1", False, b"", "busy", "The model is busy.\nTry again.")
+    assert Reply.from_bytes(reply.to_bytes()) == reply
