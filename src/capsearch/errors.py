@@ -114,3 +114,11 @@ class ModelTimeoutError(CapsearchError):
     code = "model_timeout"
     status_code = 504
     retry_after = 2.0
+
+
+class BrokerUnavailableError(CapsearchError):
+    """Distributed mode: Redis does not answer, so no model work can be handed out right now."""
+
+    code = "broker_unavailable"
+    status_code = 503
+    retry_after = 5.0

@@ -29,6 +29,7 @@ from capsearch.broker.serve import ensure_group, read_entries
 from capsearch.broker.settings import BrokerSettings
 from capsearch.config import LimitSettings
 from capsearch.db.models import Image
+from capsearch.db.outage import is_unavailable
 from capsearch.errors import CapsearchError, IntakeError, ShuttingDownError
 from capsearch.intake.images import normalise_image
 from capsearch.storage import ContentStore
@@ -197,15 +198,28 @@ class CaptionWorker:
         await self._finish(job, caption=clean_text(caption))
 
     async def _finish(self, job: Job, *, caption: str | None = None, error: str | None = None) -> None:
-        if caption is not None:
-            vector = await self.embed(caption)
-            image = await writes.write_caption(
-                self.sessions, job.image_id, job.token, caption=caption,
-                caption_model=self.caption_model, vector=vector, embed_model=self.embed_model,
-            )  # fmt: skip
-        else:
-            image = await writes.write_failure(self.sessions, job.image_id, job.token, error or "")
-        # Acknowledged only now that the outcome is committed (or the job turned out stale).
+        try:
+            image = await self._write(job, caption, error)
+        except Exception as e:
+            if not is_unavailable(e):
+                raise
+            # An outage is nobody's fault: this delivery does not count towards max_attempts.
+            await self.redis.hincrby(self.keys.caption_attempts(), job.entry_id.decode(), -1)  # type: ignore[misc]
+            log.warning("caption job %s: the database is unreachable; it is retried later", job.entry_id)
+            return
+        await self._after_commit(job, image)
+
+    async def _write(self, job: Job, caption: str | None, error: str | None) -> Image | None:
+        if caption is None:
+            return await writes.write_failure(self.sessions, job.image_id, job.token, error or "")
+        vector = await self.embed(caption)
+        return await writes.write_caption(
+            self.sessions, job.image_id, job.token, caption=caption,
+            caption_model=self.caption_model, vector=vector, embed_model=self.embed_model,
+        )  # fmt: skip
+
+    async def _after_commit(self, job: Job, image: Image | None) -> None:
+        """Acknowledged only now that the outcome is committed (or the job turned out stale)."""
         async with self.redis.pipeline(transaction=True) as p:
             p.xack(job.stream, GROUP, job.entry_id)
             p.xdel(job.stream, job.entry_id)

@@ -12,10 +12,11 @@ import logging
 import time
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from capsearch.broker.keys import Keys
 from capsearch.broker.settings import BrokerSettings
-from capsearch.errors import NoWorkersError
+from capsearch.errors import BrokerUnavailableError, NoWorkersError
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,12 @@ class Census:
         cached = self._seen.get(model)
         if cached is not None and time.monotonic() - cached[0] < self.ttl_s:
             return cached[1]
-        count = int(await self.redis.zcount(self.keys.workers(model), now_ms(), "+inf"))
+        try:
+            count = int(await self.redis.zcount(self.keys.workers(model), now_ms(), "+inf"))
+        except RedisError as e:
+            raise BrokerUnavailableError(
+                f"The model workers cannot be reached right now (Redis: {e}); please try again shortly."
+            ) from e
         self._seen[model] = (time.monotonic(), count)
         return count
 

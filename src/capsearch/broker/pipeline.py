@@ -13,6 +13,7 @@ import contextlib
 import logging
 import uuid
 
+from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 
 from capsearch.batching import Priority
@@ -78,8 +79,10 @@ class BrokeredImagePipeline(ImagePipeline):
             if winner is None:
                 raise
             return IngestResult(winner, created=False)
-        # If this fails (Redis gone this instant) the row waits for the sweep, which queues it again.
-        await self.queue.enqueue(image, job, priority)
+        try:
+            await self.queue.enqueue(image, job, priority)
+        except RedisError as e:  # Redis gone this instant: the sweep finds the job missing and queues it
+            log.warning("image %s: its caption job could not be queued yet (%s)", image.id, e)
         self.publish(image)
         return IngestResult(image, created=True)
 

@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
 
 from capsearch.batching import Batcher, Priority
 from capsearch.batching import metrics as batch_metrics
@@ -28,7 +29,7 @@ from capsearch.broker.health import Census
 from capsearch.broker.keys import Keys
 from capsearch.broker.wire import Reply, decode_output, encode_input
 from capsearch.config import BatchSettings
-from capsearch.errors import CapsearchError, ModelTimeoutError, ShuttingDownError
+from capsearch.errors import BrokerUnavailableError, CapsearchError, ModelTimeoutError, ShuttingDownError
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,14 @@ class RpcClient:
             **encode_input(model, item),
         }
         try:
-            await self.redis.xadd(
-                self.keys.requests(model, priority), fields, maxlen=STREAM_MAXLEN, approximate=True
-            )
+            try:
+                await self.redis.xadd(
+                    self.keys.requests(model, priority), fields, maxlen=STREAM_MAXLEN, approximate=True
+                )
+            except RedisError as e:
+                raise BrokerUnavailableError(
+                    f"The model workers cannot be reached right now (Redis: {e}); please try again shortly."
+                ) from e
             async with asyncio.timeout(timeout):
                 reply = await future
         except TimeoutError:

@@ -29,14 +29,11 @@ from capsearch.broker.rpc import RemoteBatcher, RpcClient
 from capsearch.broker.settings import BrokerSettings
 from capsearch.broker.uploads import SharedUploadRegistry
 from capsearch.config import BatchSettings, Settings, UploadSettings
+from capsearch.errors import BrokerUnavailableError
 from capsearch.events import EventBus
 from capsearch.shutdown import ShutdownClock, stop_within
 
 log = logging.getLogger(__name__)
-
-
-class BrokerUnavailableError(RuntimeError):
-    pass
 
 
 def process_name(role: str) -> str:
