@@ -80,7 +80,8 @@ async def run_worker(
 ) -> None:
     broker = settings.broker
     keys, name = Keys(broker.prefix), process_name("worker")
-    clock = ShutdownClock(settings.server.shutdown_grace_s)
+    # On SIGTERM the batch in hand may finish (what is cut is taken over after the visibility timeout).
+    clock = ShutdownClock(max(settings.server.shutdown_grace_s, settings.caption_batch.shutdown_timeout_s))
     async with AsyncExitStack() as stack:
         redis = connect(broker)
         stack.push_async_callback(redis.aclose)
