@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="tiny profile only, fewer requests")
     b.add_argument(
         "--only",
-        choices=["captioner", "models", "uploads", "search", "relevance", "voice", "feed"],
+        choices=["captioner", "models", "uploads", "search", "relevance", "voice", "feed", "scale"],
         help="run one group",
     )
     b.set_defaults(func=cmd_bench)

@@ -1,5 +1,5 @@
-"""`capsearch bench`: captioner (offline, full stack), search index, uploads, voice, live feed — printed as
-tables."""
+"""`capsearch bench`: captioner (offline, full stack), search index, uploads, voice, live feed, scale-out
+(distributed mode) — printed as tables."""
 
 from __future__ import annotations
 
@@ -109,5 +109,9 @@ def run_benchmarks(settings: Settings, *, quick: bool = False, only: str | None 
         tables += bench_voice(settings, quick=quick)
     if only in (None, "feed"):
         tables.append(_feed_table(quick))
+    if only in (None, "scale"):
+        from capsearch.bench.scale import bench_scale
+
+        tables += bench_scale()
     print("\n\n".join(tables))
     return 0
