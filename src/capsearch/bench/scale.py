@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -104,11 +103,6 @@ def latency_rows(trips: dict[str, list[float]]) -> list[dict[str, Any]]:
     added = {q: round(pct(remote, q) - pct(local, q), 2) for q in (50, 99)}
     rows.append({"path": "added by Redis", "requests": len(remote), "p50_ms": added[50], "p99_ms": added[99]})
     return rows
-
-
-def machine_note() -> str:
-    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"{os.cpu_count()} CPUs; load average 1/5/15 min {load} at the end"
 
 
 # --- 1. throughput with 1, 2, 4 workers ---------------------------------------------------------------
@@ -220,11 +214,11 @@ def _throughput(root: Path) -> list[str]:
         f"Scale-out: caption throughput, 1 web replica + N workers (stand-in captioner {BATCH_S:g} s per "
         f"batch of ≤ {MAX_BATCH}; {BATCHES_PER_WORKER} batches' worth per worker uploaded over REST, "
         f"{UPLOAD_CLIENTS} clients × {FILES_PER_REQUEST} files per request; targets ≥ 1.9x at 2, "
-        "≥ 3.6x at 4)\n" + format_table(throughput_rows(levels)) + f"\n({machine_note()})",
+        "≥ 3.6x at 4)\n" + format_table(throughput_rows(levels)) + f"\n({scalekit.machine_note()})",
         "Redis path vs in process: one query embedding (fake embedder; both sides batch it as served, "
         f"so both wait the embed batcher's 5 ms; {ROUND_TRIPS} sequential requests, interleaved)\n"
         + format_table(latency_rows(trips))
-        + f"\n({machine_note()})",
+        + f"\n({scalekit.machine_note()})",
     ]
 
 
@@ -285,7 +279,9 @@ def _real_models(root: Path) -> str:
         "Real models, TINY PROFILE (random-weight tiny BLIP and tiny Whisper of the real architectures, "
         "the real all-MiniLM-L6-v2; not the default profile's BLIP-base / whisper-base, which are not "
         "downloaded here): one process (`capsearch serve`) vs a web replica + 1 worker, sequential "
-        "requests\n" + format_table(compare_rows(results, "single", "distributed")) + f"\n({machine_note()})"
+        "requests\n"
+        + format_table(compare_rows(results, "single", "distributed"))
+        + f"\n({scalekit.machine_note()})"
     )
 
 

@@ -263,3 +263,8 @@ def tone_wav(seconds: float = 2.0, rate: int = 16_000) -> bytes:
         w.setframerate(rate)
         w.writeframes(pcm.tobytes())
     return buf.getvalue()
+
+
+def machine_note() -> str:
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"{os.cpu_count()} CPUs; load average 1/5/15 min {load} at the end"
