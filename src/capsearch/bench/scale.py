@@ -263,23 +263,21 @@ async def _latencies(url: str, jpegs: list[bytes], wav: bytes) -> dict[str, list
 
 def _real_models(root: Path) -> str:
     jpegs, wav = scalekit.jpegs(REAL_RUNS + 1), scalekit.tone_wav()
-    tiny = {"CAPSEARCH_MODELS__PROFILE": "tiny", "CAPSEARCH_MODELS__CACHE_DIR": str(root / "models")}
+    models, title = scalekit.model_env(root)
     results: dict[str, dict[str, list[float]]] = {}
     for mode in ("single", "distributed"):
         with scalekit.scratch_database() as db_url:  # each mode from empty: the same images are new
             where = root / mode
             where.mkdir()
-            with scalekit.cluster(where, db_url, distributed=mode == "distributed", **tiny) as c:
+            with scalekit.cluster(where, db_url, distributed=mode == "distributed", **models) as c:
                 procs = [c.web(f"{mode}-web")]
                 if mode == "distributed":
                     procs.insert(0, c.worker("tiny-worker"))
                 c.wait_ready(*procs)
                 results[mode] = asyncio.run(_latencies(procs[-1].url, jpegs, wav))
     return (
-        "Real models, TINY PROFILE (random-weight tiny BLIP and tiny Whisper of the real architectures, "
-        "the real all-MiniLM-L6-v2; not the default profile's BLIP-base / whisper-base, which are not "
-        "downloaded here): one process (`capsearch serve`) vs a web replica + 1 worker, sequential "
-        "requests\n"
+        f"Real models, {title}: one process (`capsearch serve`) vs a web replica + 1 worker, "
+        "sequential requests\n"
         + format_table(compare_rows(results, "single", "distributed"))
         + f"\n({scalekit.machine_note()})"
     )

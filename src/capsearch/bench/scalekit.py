@@ -34,7 +34,7 @@ REDIS_URL = os.environ.get("CAPSEARCH_BENCH_REDIS_URL", "redis://127.0.0.1:6379/
 POSTGRES_URL = os.environ.get(
     "CAPSEARCH_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
-START_TIMEOUT_S = 120.0
+START_TIMEOUT_S = 600.0  # a first start may convert base-size models (CAPSEARCH_BENCH_SCALE_MODELS=base)
 
 
 def missing_services() -> str | None:
@@ -268,3 +268,29 @@ def tone_wav(seconds: float = 2.0, rate: int = 16_000) -> bytes:
 def machine_note() -> str:
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     return f"{os.cpu_count()} CPUs; load average 1/5/15 min {load} at the end"
+
+
+def model_env(root: Path) -> tuple[dict[str, str], str]:
+    """The models of the "both modes" table: the tiny profile, or with CAPSEARCH_BENCH_SCALE_MODELS=base
+    BLIP at base size (random weights, the real compute: no real BLIP weights here) on the default
+    backends, the real MiniLM and the Whisper directory CAPSEARCH_BENCH_WHISPER_DIR (e.g. whisper-base
+    from tools/whisper_base_offline.sh). Returns (settings, what the table's title says)."""
+    cache = str(root / "models")
+    if os.environ.get("CAPSEARCH_BENCH_SCALE_MODELS") != "base":
+        return {"CAPSEARCH_MODELS__PROFILE": "tiny", "CAPSEARCH_MODELS__CACHE_DIR": cache}, (
+            "TINY PROFILE (random-weight tiny BLIP and tiny Whisper of the real architectures, the real "
+            "all-MiniLM-L6-v2; CAPSEARCH_BENCH_SCALE_MODELS=base for the default models' sizes)"
+        )
+    from capsearch.ml.tiny import build_random_blip_base
+
+    whisper = os.environ["CAPSEARCH_BENCH_WHISPER_DIR"]
+    blip = root / "blip-base-random"
+    model, processor = build_random_blip_base()
+    model.save_pretrained(blip)
+    processor.save_pretrained(blip)
+    env = {"CAPSEARCH_MODELS__CACHE_DIR": cache, "CAPSEARCH_MODELS__CAPTIONER_ID": str(blip)}
+    env["CAPSEARCH_MODELS__TRANSCRIBER_ID"] = whisper
+    return env, (
+        f"BLIP-base size (random weights, {os.environ.get('CAPSEARCH_MODELS__CAPTIONER_BACKEND', 'auto')} "
+        f"backend), Whisper from {Path(whisper).name}, the real all-MiniLM-L6-v2"
+    )
