@@ -37,6 +37,10 @@ from capsearch.text import clean_text
 
 log = logging.getLogger(__name__)
 
+# Batches a worker holds at once: the next is read, decoded and marked while the model runs the
+# current one, so the model does not wait on Redis, the store or the database between batches.
+IN_HAND = 2
+
 
 class CaptionQueue:
     """The web replica's side: queue a job, and tell whether a job is still queued or running."""
@@ -107,21 +111,36 @@ class CaptionWorker:
         for stream in self.streams:
             await ensure_group(self.redis, stream)
         last_reclaim = 0
-        while not self._stopping:
-            try:
-                entries: list[tuple[str, tuple[bytes, dict[bytes, bytes]]]] = []
-                if now_ms() - last_reclaim > self.settings.visibility_timeout_s * 250:
-                    last_reclaim = now_ms()
-                    entries = await self._reclaimed()
-                if not entries:
-                    entries = await read_entries(self.redis, self.streams, self.consumer, self.max_batch, 500)
+        in_hand: set[asyncio.Task[None]] = set()
+        try:
+            while not self._stopping:
+                if len(in_hand) >= IN_HAND:
+                    await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    entries: list[tuple[str, tuple[bytes, dict[bytes, bytes]]]] = []
+                    if now_ms() - last_reclaim > self.settings.visibility_timeout_s * 250:
+                        last_reclaim = now_ms()
+                        entries = await self._reclaimed()
+                    if not entries:
+                        entries = await read_entries(
+                            self.redis, self.streams, self.consumer, self.max_batch, 500
+                        )
+                except Exception as e:  # Redis away for a moment: the jobs wait there
+                    log.warning("caption jobs: %s", e)
+                    await asyncio.sleep(0.5)
+                    continue
                 if entries:
-                    await self._batch(entries)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # Redis or the database away for a moment: the jobs wait in Redis
-                log.warning("caption jobs: %s", e)
-                await asyncio.sleep(0.5)
+                    task = asyncio.create_task(self._batch(entries))
+                    in_hand.add(task)
+                    task.add_done_callback(in_hand.discard)
+        except asyncio.CancelledError:
+            for task in in_hand:  # unacknowledged, they go to another worker
+                task.cancel()
+            raise
+        finally:
+            if in_hand:  # stopping: the batches in hand finish first
+                await asyncio.wait(in_hand)
 
     def stop(self) -> None:
         """Take no new jobs; the batch in hand is finished (run() returns after it)."""
@@ -139,6 +158,12 @@ class CaptionWorker:
         return []
 
     async def _batch(self, entries: list[tuple[str, tuple[bytes, dict[bytes, bytes]]]]) -> None:
+        try:
+            await self._jobs(entries)
+        except Exception as e:  # Redis or the database away: unacknowledged, the jobs come back
+            log.warning("caption jobs: %s", e)
+
+    async def _jobs(self, entries: list[tuple[str, tuple[bytes, dict[bytes, bytes]]]]) -> None:
         jobs = []
         for stream, (entry_id, f) in entries:
             attempts = int(
