@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from capsearch.broker.keys import Keys
 from capsearch.config import UploadSettings
 from capsearch.pipelines.images import Received
-from capsearch.ws.uploads import PartialUpload, UploadError, UploadOwner, UploadRegistry
+from capsearch.ws.uploads import PartialUpload, SweepResult, UploadError, UploadOwner, UploadRegistry
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,15 @@ class SharedUploadRegistry(UploadRegistry):
         await self._sweeper.stop()
         for upload in list(self._uploads.values()):
             self._forget(upload)
+
+    async def sweep(self, now: float | None = None) -> SweepResult:
+        """Also lets go of uploads another replica took over (their bytes moved there), so their
+        client's slots and declared bytes are free here again at once."""
+        waiting = [u for u in list(self._uploads.values()) if u.owner is None and not u.finishing]
+        gone = await asyncio.to_thread(lambda: [u for u in waiting if not u.path.exists()])
+        for upload in gone:
+            self._forget(upload)
+        return await super().sweep(now)
 
     async def _refresh(self, upload_id: str) -> None:
         try:
