@@ -224,8 +224,15 @@ class Page:
 async def test_an_upload_begun_on_one_replica_resumes_on_another(redis_client: Redis, tmp_path: Path) -> None:
     keys, shared = Keys(f"test-{uuid.uuid4().hex[:8]}"), tmp_path / "tmp" / "uploads"
     settings = UploadSettings()
-    a = SharedUploadRegistry(settings, shared / "web-a", redis=redis_client, keys=keys, holder="web-a")
-    b = SharedUploadRegistry(settings, shared / "web-b", redis=redis_client, keys=keys, holder="web-b")
+    census = Census(redis_client, keys)
+    kw = {"redis": redis_client, "keys": keys, "census": census}
+    a = SharedUploadRegistry(settings, shared / "web-a", holder="web-a", **kw)  # type: ignore[arg-type]
+    b = SharedUploadRegistry(settings, shared / "web-b", holder="web-b", **kw)  # type: ignore[arg-type]
+    with pytest.raises(UploadError) as refused:  # no captioner worker: refused before a byte moves
+        await a.create("upload-0", name="x.jpg", size=10, mime="image/jpeg", owner=Page("p0"), client="c")
+    assert refused.value.code == "no_workers" and len(a) == 0
+    heartbeat = Heartbeat(redis_client, keys, BrokerSettings(), "w1", ["captioner"])
+    await heartbeat.start()
     await a.start()
     await b.start()
     try:
@@ -247,6 +254,7 @@ async def test_an_upload_begun_on_one_replica_resumes_on_another(redis_client: R
             await a.resume("upload-1", Page("p3"))
         assert caught.value.code == "unknown_upload"
     finally:
+        await heartbeat.stop()
         await a.stop()
         await b.stop()
         await redis_client.delete(*[k async for k in redis_client.scan_iter(f"{keys.prefix}:*")] or ["none"])

@@ -80,7 +80,8 @@ class Census:
             raise BrokerUnavailableError(
                 f"The model workers cannot be reached right now (Redis: {e}); please try again shortly."
             ) from e
-        self._seen[model] = (time.monotonic(), count)
+        if count:  # "none" is never cached: a worker that comes back is used at once
+            self._seen[model] = (time.monotonic(), count)
         return count
 
     async def require(self, model: str) -> None:

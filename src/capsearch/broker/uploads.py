@@ -21,8 +21,10 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from capsearch.broker.health import Census
 from capsearch.broker.keys import Keys
 from capsearch.config import UploadSettings
+from capsearch.errors import CapsearchError
 from capsearch.pipelines.images import Received
 from capsearch.ws.uploads import PartialUpload, SweepResult, UploadError, UploadOwner, UploadRegistry
 
@@ -40,10 +42,17 @@ return 0
 
 class SharedUploadRegistry(UploadRegistry):
     def __init__(
-        self, settings: UploadSettings, directory: Path, *, redis: Redis, keys: Keys, holder: str
+        self,
+        settings: UploadSettings,
+        directory: Path,
+        *,
+        redis: Redis,
+        keys: Keys,
+        holder: str,
+        census: Census,
     ) -> None:
         super().__init__(settings, directory)
-        self.redis, self.keys, self.holder = redis, keys, holder
+        self.redis, self.keys, self.holder, self.census = redis, keys, holder, census
         self._ttl_s = int(settings.partial_ttl_s + settings.stall_timeout_s)
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -53,6 +62,10 @@ class SharedUploadRegistry(UploadRegistry):
     async def create(
         self, upload_id: str, *, name: str, size: int, mime: str, owner: UploadOwner, client: str = "unknown"
     ) -> PartialUpload:
+        try:  # refused before any byte moves, not after the whole file arrived
+            await self.census.require("captioner")
+        except CapsearchError as e:
+            raise UploadError(e.code, e.message, retry_after=e.retry_after) from e
         if await self.redis.exists(self._key(upload_id)):
             raise UploadError("duplicate_upload_id", "Another upload already uses this id; pick a new one.")
         upload = await super().create(upload_id, name=name, size=size, mime=mime, owner=owner, client=client)

@@ -61,7 +61,12 @@ class WebBroker:
         Folders of replicas gone for longer than `stale_partials_s` are deleted."""
         await asyncio.to_thread(_remove_stale, parent, self.settings.stale_partials_s)
         return SharedUploadRegistry(
-            settings, parent / self.origin, redis=self.redis, keys=self.keys, holder=self.origin
+            settings,
+            parent / self.origin,
+            redis=self.redis,
+            keys=self.keys,
+            holder=self.origin,
+            census=self.census,
         )
 
     async def start_remote(
