@@ -226,11 +226,12 @@ class CaptionWorker:
         try:
             image = await self._write(job, caption, error)
         except Exception as e:
-            if not is_unavailable(e):
+            if not (is_unavailable(e) or isinstance(e, CapsearchError)):
                 raise
-            # An outage is nobody's fault: this delivery does not count towards max_attempts.
+            # The database or the embedder away is nobody's fault: this delivery does not count
+            # towards max_attempts, and the job comes back after the visibility timeout.
             await self.redis.hincrby(self.keys.caption_attempts(), job.entry_id.decode(), -1)  # type: ignore[misc]
-            log.warning("caption job %s: the database is unreachable; it is retried later", job.entry_id)
+            log.warning("caption job %s: not written (%s); it is retried later", job.entry_id, e)
             return
         await self._after_commit(job, image)
 

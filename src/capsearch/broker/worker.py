@@ -41,6 +41,9 @@ log = logging.getLogger("capsearch.worker")
 
 Factory = Callable[[Settings], Model[Any, Any]]
 
+# An embedder that cannot be reached now (rather than one that failed on this text).
+EMBEDDER_AWAY = frozenset({"no_workers", "model_timeout", "broker_unavailable", "busy", "shutting_down"})
+
 
 def default_factories() -> dict[str, Factory]:
     from capsearch.ml import factory
@@ -196,6 +199,8 @@ async def _embedding(
         try:
             return await queue.run(text, Priority.BACKGROUND)
         except CapsearchError as e:
+            if e.code in EMBEDDER_AWAY:
+                raise  # the job waits for an embedder: a caption marked ready must be findable
             log.warning(
                 "embedding a caption failed (%s); a web replica embeds it at its next start", e.message
             )
