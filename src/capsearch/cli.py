@@ -53,6 +53,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 ensure_available(spec, settings.models)
         with timer.step("schema check"):
             asyncio.run(check_schema(settings.database.url))
+        if settings.broker.enabled and (why := _broker_down(settings)):
+            return _fail(why)
     except (ModelUnavailableError, SchemaOutOfDateError) as e:
         return _fail(str(e))
     except OSError as e:
@@ -71,6 +73,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     if not settings.broker.enabled:
         return _fail("a worker needs the broker: set CAPSEARCH_BROKER__URL (e.g. redis://127.0.0.1:6379/0)")
+    if why := _broker_down(settings):
+        return _fail(why)
     try:
         models = parse_models(args.models)
         if args.fake_batch_s is None:
@@ -84,6 +88,18 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     except OSError as e:
         return _fail(f"cannot reach the database at {_safe_url(settings.database.url)}: {e}")
     return worker_main(settings, models, args.fake_batch_s)
+
+
+def _broker_down(settings: Settings) -> str | None:
+    """Why Redis cannot be used (one clear line instead of a traceback), or None."""
+    import redis
+
+    url = settings.broker.url or ""
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except redis.RedisError as e:
+        return f"Redis does not answer at {_safe_url(url)} (CAPSEARCH_BROKER__URL): {e}"
+    return None
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
