@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
@@ -29,3 +33,16 @@ def dead_database_url(db_url: str, tmp_path: object) -> str:
     if db_url.startswith("postgresql"):
         return f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/capsearch"  # nothing listens
     return f"sqlite+aiosqlite:///{tmp_path}"  # a directory: "unable to open database file"
+
+
+async def until(condition: Callable[[], object], what: str, timeout_s: float = 60) -> None:
+    """Poll what another process does until it holds; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)

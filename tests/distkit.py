@@ -4,20 +4,18 @@ Redis, under a key prefix of their own so tests never see each other's jobs."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import redis
 
+from tests.apikit import until
 from tests.browserkit import free_port
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -124,16 +122,3 @@ async def _answers(http: httpx.AsyncClient, proc: Proc) -> bool:
         return (await http.get("/healthz")).status_code == 200
     except httpx.TransportError:
         return False
-
-
-async def until(condition: Callable[[], object], what: str, timeout_s: float = 30) -> None:
-    """Poll what other processes do until it holds; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)

@@ -32,9 +32,9 @@ from capsearch.bench.fakemodels import POISON_PIXEL
 from capsearch.broker.keys import GROUP, Keys
 from capsearch.db import migrate
 from capsearch.db.session import create_engine
-from tests.apikit import files
+from tests.apikit import files, until
 from tests.conftest import TEST_DATABASE_URL, photo_bytes, scratch_postgres
-from tests.distkit import REDIS_URL, Topology, redis_reachable, until
+from tests.distkit import REDIS_URL, Topology, redis_reachable
 
 pytestmark = [
     pytest.mark.faults,

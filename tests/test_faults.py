@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from sqlalchemy import text
 
 from capsearch.db import migrate
 from capsearch.db.session import create_engine
-from tests.apikit import files
+from tests.apikit import files, until
 from tests.browserkit import free_port
 from tests.conftest import photo_bytes
 from tests.pgcluster import PgCluster, pg_cluster
@@ -151,19 +151,6 @@ async def deployment(cluster: PgCluster, models_cache: Path, tmp_path: Path) -> 
     db_url = await cluster.create_database(f"faults_{uuid.uuid4().hex[:8]}")
     await asyncio.to_thread(migrate.upgrade, db_url)  # as `capsearch migrate` does
     return Deployment(cluster, db_url, tmp_path, models_cache)
-
-
-async def until(condition: Callable[[], object], what: str, timeout_s: float = 60) -> None:
-    """Poll what another process does until it holds; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def status_of(http: httpx.AsyncClient, image_id: int) -> str:

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from capsearch.broker import writes
+from capsearch.broker.channel import follow_channel
 from capsearch.broker.index import FeedIndexer
 from capsearch.broker.keys import Keys
 from capsearch.broker.settings import BrokerSettings
@@ -87,28 +88,15 @@ class EventRelay:
                     log.warning("could not forward an event: %s", e)
 
     async def _receive(self) -> None:
-        while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self.keys.events())
-                self._subscribed.set()
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    body = json.loads(message["data"])
-                    if body.get("origin") == self.publisher.origin:
-                        continue
-                    event = parse_event(body["event"])
-                    self._from_elsewhere.add(id(event))
-                    self.bus.publish(event)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("event channel lost (%s); resubscribing", e)
-                await asyncio.sleep(0.5)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await follow_channel(self.redis, self.keys.events(), self._received, subscribed=self._subscribed)
+
+    def _received(self, data: bytes) -> None:
+        body = json.loads(data)
+        if body.get("origin") == self.publisher.origin:
+            return
+        event = parse_event(body["event"])
+        self._from_elsewhere.add(id(event))
+        self.bus.publish(event)
 
 
 class IndexFeed:
@@ -154,21 +142,7 @@ class IndexFeed:
         self._ring.set()
 
     async def _doorbell(self) -> None:
-        while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self.keys.index_doorbell())
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        self._ring.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("index doorbell lost (%s); resubscribing", e)
-                await asyncio.sleep(0.5)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await follow_channel(self.redis, self.keys.index_doorbell(), lambda _data: self._ring.set())
 
     async def _follow(self) -> None:
         while True:

@@ -20,14 +20,14 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from capsearch.batching import Batcher, Priority
 from capsearch.batching import metrics as batch_metrics
+from capsearch.broker.channel import follow_channel
 from capsearch.broker.health import Census
 from capsearch.broker.keys import Keys
-from capsearch.broker.wire import Reply, decode_output, encode_input
+from capsearch.broker.wire import Reply, decode_output, encode_input, off_loop
 from capsearch.config import BatchSettings
 from capsearch.errors import BrokerUnavailableError, CapsearchError, ModelTimeoutError, ShuttingDownError
 
@@ -47,7 +47,6 @@ class RpcClient:
         self.redis, self.keys, self.deadline_s = redis, keys, deadline_s
         self.channel = keys.replies(owner)
         self._pending: dict[str, asyncio.Future[Reply]] = {}
-        self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self.late_replies = 0
@@ -80,7 +79,7 @@ class RpcClient:
             "id": request_id,
             "reply": self.channel,
             "deadline": str(int((time.time() + timeout) * 1000)),
-            **encode_input(model, item),
+            **await off_loop(model, encode_input, model, item),
         }
         try:
             try:
@@ -104,23 +103,10 @@ class RpcClient:
         return decode_output(model, reply.payload)
 
     async def _listen(self) -> None:
-        while True:
-            try:
-                self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-                await self._pubsub.subscribe(self.channel)
-                self._subscribed.set()
-                async for message in self._pubsub.listen():
-                    if message.get("type") == "message":
-                        self._deliver(Reply.from_bytes(message["data"]))
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # Redis restarted or the connection dropped: subscribe again
-                log.warning("reply channel lost (%s); resubscribing", e)
-                await asyncio.sleep(0.5)
-            finally:
-                if self._pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        def deliver(data: bytes) -> None:
+            self._deliver(Reply.from_bytes(data))
+
+        await follow_channel(self.redis, self.channel, deliver, subscribed=self._subscribed)
 
     def _deliver(self, reply: Reply) -> None:
         future = self._pending.get(reply.request_id)

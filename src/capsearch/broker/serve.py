@@ -19,7 +19,7 @@ from redis.exceptions import ResponseError
 from capsearch.batching import Batcher, Priority
 from capsearch.broker.health import now_ms
 from capsearch.broker.keys import GROUP, Keys
-from capsearch.broker.wire import Reply, decode_input, encode_output
+from capsearch.broker.wire import Reply, decode_input, encode_output, off_loop
 from capsearch.errors import CapsearchError
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,8 @@ class RpcServer:
             priority = Priority.BACKGROUND if stream.endswith("background") else Priority.INTERACTIVE
             request_id = fields[b"id"].decode()
             try:
-                value = await self.batcher.run(decode_input(self.model, fields), priority)
+                item = await off_loop(self.model, decode_input, self.model, fields)
+                value = await self.batcher.run(item, priority)
                 reply = Reply(request_id, True, encode_output(self.model, value))
             except CapsearchError as e:
                 reply = Reply(request_id, False, code=e.code, message=e.message)

@@ -6,8 +6,10 @@ A reply is one pub/sub message: a JSON header line, then the payload.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,14 @@ def encode_input(model: str, item: Any) -> dict[str, bytes]:
         item.convert("RGB").save(buffer, "JPEG", quality=95)
         return {"data": buffer.getvalue()}
     raise ValueError(f"no request/reply codec for model {model!r}")
+
+
+async def off_loop(model: str, codec: Callable[..., Any], *args: Any) -> Any:
+    """Run a codec: an image's JPEG encode or decode in a thread (blocking work); audio and text are
+    byte copies, done in place."""
+    if model == "captioner":
+        return await asyncio.to_thread(codec, *args)
+    return codec(*args)
 
 
 def decode_input(model: str, fields: dict[bytes, bytes]) -> Any:
