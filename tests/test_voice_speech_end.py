@@ -110,3 +110,25 @@ async def test_a_lead_in_of_silence_goes_before_every_pass(
     final = streams.finish(stream)
     model.release(10)
     assert (await final).text == f"heard {6400 + 4000} samples"
+
+
+async def test_no_partial_runs_beside_a_final_that_covers_every_word(
+    batcher: Batcher[Clip, str], model: GatedTranscriber
+) -> None:
+    settings = VoiceSettings(**(PLAIN | {"final_after_silence_ms": 200}))
+    streams = VoiceStreams(settings, batcher)
+    stream = streams.open("beside-1", Owner())
+    await streams.feed(stream, f32(tone(0.4)))
+    await entered(model)  # a partial over the speech is running
+    await streams.feed(stream, f32(silence(0.2)))
+    assert stream.early_final is not None  # the final covers it: the running partial is dropped
+    model.release()
+    await entered(model)  # the final runs
+    await streams.feed(stream, f32(silence(0.2)))
+    # Every word said is in the running final: another partial over them would only slow it down.
+    assert stream.task is None and stream.pending is None
+    final = streams.finish(stream)
+    model.release(10)
+    assert (await final).text == "heard 9600 samples"
+    assert model.finals == [[False], [True]]
+    await streams.stop()

@@ -159,7 +159,10 @@ class VoiceStreams:
 
     @staticmethod
     def _new_speech(stream: VoiceStream) -> bool:
-        return stream.speech_end > stream.covered
+        # Covered by a live early final too: a partial beside it only slows it (1.29 s, not 1.01 s).
+        early = stream.early_final
+        live = early.samples if early is not None and not early.future.cancelled() else 0
+        return stream.speech_end > max(stream.covered, live)
 
     def _clip(self, audio: np.ndarray, *, final: bool) -> Clip:
         return pass_clip(audio, self._lead_in, final=final)
