@@ -80,7 +80,9 @@ async def test_sort_and_dates_beside_the_results(settings: Settings) -> None:
         base = str(api.base_url).rstrip("/")
         browser = await launch(p)
         try:
-            context = await browser.new_context(timezone_id=ZONE, viewport={"width": 1280, "height": 900})
+            context = await browser.new_context(
+                timezone_id=ZONE, locale="en-US", viewport={"width": 1280, "height": 900}
+            )
             page = await context.new_page()
             page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: problems.append(str(e)))
@@ -101,6 +103,13 @@ async def test_sort_and_dates_beside_the_results(settings: Settings) -> None:
             await page.get_by_label("Sort by", exact=True).select_option("newest")
             await settled(page, [ids[DOGS[3]], ids[DOGS[2]], ids[DOGS[1]], ids[DOGS[0]]])
             assert "4 matches, newest first" in await page.locator(f"{HITS} .count").inner_text()
+            # Each card says when it came, in the reader's zone: 23:59 UTC on the 10th is the 11th here.
+            dates = page.locator(f"{HITS} time.card-date")
+            shown = ["Jan 20, 2026", "Jan 11, 2026", "Jan 10, 2026", "Jan 5, 2026"]
+            assert await dates.all_inner_texts() == shown
+            title = await dates.nth(1).get_attribute("title") or ""
+            assert title.startswith("Uploaded Jan 11, 2026, 12:59")
+            assert await page.locator("#collection time.card-date[data-local]").count() == len(DOGS + OTHERS)
             assert address(page) == {"q": ["dog"], "sort": ["newest"]}
 
             # 6 to 15 January in Berlin: the dogs of the 10th (one is the 11th's first hour there).

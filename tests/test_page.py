@@ -35,6 +35,7 @@ def image_json(image_id: int = 7, status: str = "ready", **extra: object) -> dic
         "height": 240,
         "url": f"/media/originals/{'a' * 64}",
         "thumbnail_url": f"/media/thumbs/{'a' * 64}",
+        "created_at": "2026-03-01T08:05:09.123456Z",
     }
     return base | extra
 

@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.search_helpers import DOGS, OTHERS, captioner_factory, dated
+from capsearch.templating import uploaded
+from tests.search_helpers import DOGS, OTHERS, TIMES, captioner_factory, dated
 
 FILTERS = {"sort": "newest", "from": "2026-01-10", "to": "2026-01-20", "tz": "Europe/Berlin"}
 
@@ -41,6 +42,28 @@ async def test_the_controls_order_narrow_and_stay_in_the_address(
     plain = await ui_search(client, "dog", sort="relevance", tz="Europe/Berlin")
     assert plain.headers["hx-replace-url"] == "/?q=dog"
     assert "4 matches, best first" in plain.text and "filtered by upload date" not in plain.text
+
+
+async def test_every_card_says_when_it_was_uploaded(client: httpx.AsyncClient, dated: dict[str, int]) -> None:
+    r = await ui_search(client, "dog", sort="newest")
+    card_date = r'<time class="card-date" datetime="([^"]+)" title="Uploaded ([^"]+)">([^<]+)</time>'
+    dates = re.findall(card_date, r.text)
+    # In UTC, the same for every page that gets the fragment; the page rewrites it in its own zone.
+    assert dates == [
+        ("2026-01-20T12:00:00Z", "20 Jan 2026, 12:00 UTC", "20 Jan 2026"),
+        ("2026-01-10T23:59:59Z", "10 Jan 2026, 23:59 UTC", "10 Jan 2026"),
+        ("2026-01-10T00:00:00Z", "10 Jan 2026, 00:00 UTC", "10 Jan 2026"),
+        ("2026-01-05T10:00:00Z", "5 Jan 2026, 10:00 UTC", "5 Jan 2026"),
+    ]
+    page = await client.get("/")  # the collection's cards too
+    assert f'datetime="{uploaded(TIMES[OTHERS[0]])["iso"]}"' in page.text
+
+
+def test_an_upload_time_without_a_zone_is_utc() -> None:
+    # SQLite hands back naive datetimes; the API's JSON may carry either spelling of UTC.
+    naive = uploaded("2026-03-01T08:05:09.123456")
+    assert naive == uploaded("2026-03-01T08:05:09.123456Z") == uploaded("2026-03-01T09:05:09+01:00")
+    assert naive == {"iso": "2026-03-01T08:05:09Z", "day": "1 Mar 2026", "full": "1 Mar 2026, 08:05 UTC"}
 
 
 async def test_a_range_with_no_images_says_so_and_offers_to_clear(

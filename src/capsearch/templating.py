@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,23 @@ def web_dir() -> Path:
 def templates() -> Jinja2Templates:
     t = Jinja2Templates(directory=str(web_dir() / "templates"))
     t.env.globals["size_mb"] = lambda n: f"{n / (1024 * 1024):.0f} MB"
+    t.env.globals["uploaded"] = uploaded
     return t
+
+
+def uploaded(value: str | datetime) -> dict[str, str]:
+    """An upload time as a card shows it: `iso` for <time datetime>, `day` and `full` in UTC.
+
+    A fragment is rendered once for every open page, so it cannot know each reader's time zone:
+    it says UTC, and the page's local-dates.js rewrites both texts in the browser's own zone."""
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    when = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+    day = f"{when.day} {when:%b %Y}"
+    return {
+        "iso": when.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "day": day,
+        "full": f"{day}, {when:%H:%M} UTC",
+    }
 
 
 def render(name: str, **context: Any) -> str:
