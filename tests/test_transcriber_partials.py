@@ -3,6 +3,7 @@ partial of a batch, and decoding that cannot run away on it."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -74,3 +75,24 @@ def test_partials_cannot_run_away(fast: CT2WhisperTranscriber, spy: _EncoderSpy)
     assert "repetition_penalty" not in final
     assert partial["repetition_penalty"] > 1
     assert partial["max_length"] < final["max_length"]
+
+
+@needs_ct2
+def test_a_pass_dropped_while_encoding_skips_its_decoding(
+    fast: CT2WhisperTranscriber, spy: _EncoderSpy
+) -> None:
+    one = _clips()[0]
+    dropped = threading.Event()
+
+    class _DropDuringEncode(_EncoderSpy):
+        def encode(self, features: Any) -> Any:
+            encoded = super().encode(features)
+            dropped.set()  # more speech came while the encoder ran: the final is stale now
+            return encoded
+
+    fast._model = _DropDuringEncode(spy.model, into=spy)
+    assert fast.predict([Clip(one, dropped=dropped)]) == [""]
+    assert spy.shapes == [(1, 80, 3000)] and spy.options == []  # encoded, never decoded
+    # A batch with one clip still wanted decodes them all; a clip never dropped is decoded as before.
+    both = fast.predict([Clip(one, dropped=dropped), Clip(one)])
+    assert len(spy.options) == 1 and both[0] == both[1] == fast.predict([Clip(one)])[0] != ""

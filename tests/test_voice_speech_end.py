@@ -124,6 +124,7 @@ async def test_no_partial_runs_beside_a_final_that_covers_every_word(
     assert stream.early_final is not None  # the final covers it: the running partial is dropped
     model.release()
     await entered(model)  # the final runs
+    assert model.clips[0][0].abandoned  # the dropped partial's backend was told it may stop early
     await streams.feed(stream, f32(silence(0.2)))
     # Every word said is in the running final: another partial over them would only slow it down.
     assert stream.task is None and stream.pending is None
@@ -131,4 +132,5 @@ async def test_no_partial_runs_beside_a_final_that_covers_every_word(
     model.release(10)
     assert (await final).text == "heard 9600 samples"
     assert model.finals == [[False], [True]]
+    assert not model.clips[1][0].abandoned  # the final was wanted to the end
     await streams.stop()

@@ -96,6 +96,7 @@ class GatedTranscriber:
     def __init__(self) -> None:
         self.batches: list[list[int]] = []  # clip lengths (samples) of each batch, in order
         self.finals: list[list[bool]] = []  # which of them were final passes
+        self.clips: list[list[Clip]] = []  # every batch as it entered, before it was let through
         self._release = threading.Semaphore(0)
         self._entered = threading.Semaphore(0)
         self.closed = False
@@ -104,6 +105,7 @@ class GatedTranscriber:
         pass
 
     def predict(self, batch: list[Clip]) -> list[str]:
+        self.clips.append(list(batch))
         self._entered.release()
         if not self._release.acquire(timeout=30):
             raise TimeoutError("the test never released this batch")

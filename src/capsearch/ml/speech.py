@@ -10,6 +10,7 @@ feature extractor refuses to) treats both kinds alike.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -24,10 +25,17 @@ _SPACES = re.compile(r"\s+")
 class Clip:
     samples: np.ndarray  # 16 kHz mono float32, at most 30 s
     final: bool = True  # False: a live partial, which may run on a shortened window
+    # Set once nobody wants the answer (a final made stale by more speech): a backend that runs in
+    # steps may skip the rest. A pass already under way cannot be taken back from the batcher.
+    dropped: threading.Event | None = None
 
     @property
     def seconds(self) -> float:
         return self.samples.size / SAMPLE_RATE
+
+    @property
+    def abandoned(self) -> bool:
+        return self.dropped is not None and self.dropped.is_set()
 
 
 # What a transcriber's predict() takes: Clips, or bare arrays (older callers), which are finals.
@@ -39,7 +47,7 @@ def as_clips(batch: Sequence[ClipLike]) -> list[Clip]:
     clips = []
     for item in batch:
         clip = item if isinstance(item, Clip) else Clip(item)
-        clips.append(Clip(np.asarray(clip.samples, dtype=np.float32).reshape(-1), clip.final))
+        clips.append(Clip(np.asarray(clip.samples, dtype=np.float32).reshape(-1), clip.final, clip.dropped))
     return clips
 
 

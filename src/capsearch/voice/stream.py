@@ -6,6 +6,8 @@ is capsearch.voice.streams.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -58,6 +60,15 @@ def lead_in(ms: float) -> np.ndarray:
 def pass_clip(audio: np.ndarray, silence: np.ndarray, *, final: bool) -> Clip:
     """One pass's request: the audio after the lead-in silence."""
     return Clip(np.concatenate([silence, audio]) if silence.size else audio, final=final)
+
+
+def submit_pass(transcriber: Transcriber, clip: Clip, priority: Priority) -> asyncio.Future[str]:
+    """Queue one pass. Cancelling its future marks the clip dropped, so a backend that has begun it
+    can skip what is left (CTranslate2: the decoding after the encoder, ~a quarter of a final)."""
+    dropped = threading.Event()
+    future = transcriber.submit(dataclasses.replace(clip, dropped=dropped), priority)
+    future.add_done_callback(lambda f: dropped.set() if f.cancelled() else None)
+    return future
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ import numpy as np
 from capsearch.batching import Priority
 from capsearch.config import VoiceSettings
 from capsearch.errors import CapsearchError
-from capsearch.ml.speech import Clip
 from capsearch.periodic import Periodic, sweep_interval
 from capsearch.ratelimit import ClientSlots
 from capsearch.services.search_options import RELEVANCE, SearchOptions
@@ -46,6 +45,7 @@ from capsearch.voice.stream import (
     lead_in,
     pass_clip,
     short_frame,
+    submit_pass,
 )
 
 log = logging.getLogger(__name__)
@@ -164,8 +164,10 @@ class VoiceStreams:
         live = early.samples if early is not None and not early.future.cancelled() else 0
         return stream.speech_end > max(stream.covered, live)
 
-    def _clip(self, audio: np.ndarray, *, final: bool) -> Clip:
-        return pass_clip(audio, self._lead_in, final=final)
+    def _submit(
+        self, audio: np.ndarray, *, final: bool, priority: Priority = Priority.INTERACTIVE
+    ) -> asyncio.Future[str]:
+        return submit_pass(self.transcriber, pass_clip(audio, self._lead_in, final=final), priority)
 
     def _early_final(self, stream: VoiceStream, silence_ms: float) -> None:
         """Start the final pass in a silence; drop one that speech has since made stale."""
@@ -180,7 +182,7 @@ class VoiceStreams:
         if pending is not None and pending.samples <= audio.size:
             pending.future.cancel()  # the final covers it: do not make the final wait behind it
         try:
-            stream.early_final = Pass(audio.size, self.transcriber.submit(self._clip(audio, final=True)))
+            stream.early_final = Pass(audio.size, self._submit(audio, final=True))
         except CapsearchError as e:  # busy or shutting down: the stop will try again
             log.debug("voice %s: early final skipped: %s", stream.id, e.message)
 
@@ -190,7 +192,7 @@ class VoiceStreams:
             while not stream.finishing and self._new_speech(stream):
                 audio = stream.audio()
                 try:
-                    future = self.transcriber.submit(self._clip(audio, final=False), Priority.BACKGROUND)
+                    future = self._submit(audio, final=False, priority=Priority.BACKGROUND)
                 except CapsearchError as e:  # busy or shutting down: skip; the next frame tries again
                     log.debug("voice %s: partial pass skipped: %s", stream.id, e.message)
                     return
@@ -239,7 +241,7 @@ class VoiceStreams:
         if early is not None:
             early.future.cancel()
         try:
-            final = self.transcriber.submit(self._clip(stream.audio(), final=True), Priority.INTERACTIVE)
+            final = self._submit(stream.audio(), final=True)
         except CapsearchError as e:  # busy or shutting down
             self.discard(stream)
             return self._refuse(e)
