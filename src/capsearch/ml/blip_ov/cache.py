@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -51,8 +51,8 @@ def checkpoint_dir(model_id: str, cache_dir: Path) -> Path | None:
     return Path(config).parent if isinstance(config, str) else None
 
 
-def _versions(int8: bool) -> dict[str, str]:
-    names = ["openvino", "transformers"] + (["nncf"] if int8 else [])
+def library_versions(names: Iterable[str]) -> dict[str, str]:
+    """Installed versions of what makes a conversion ("missing" for one not installed)."""
     out = {}
     for name in names:
         try:
@@ -62,20 +62,27 @@ def _versions(int8: bool) -> dict[str, str]:
     return out
 
 
-def checkpoint_key(checkpoint: Path, *, int8: bool) -> str:
-    """Hex digest naming one conversion of `checkpoint` by this code with these library versions."""
+def conversion_key(checkpoint: Path, key_files: Sequence[str], facts: dict[str, object]) -> str:
+    """Hex digest naming one conversion of `checkpoint`: the bytes of its `key_files`, its weight
+    files' names, sizes and mtimes, and `facts` (our format, library versions, options)."""
     digest = hashlib.sha256()
-    facts: dict[str, object] = {"format": GRAPH_FORMAT, "int8": int8, "versions": _versions(int8)}
-    for name in _KEY_FILES:
+    for name in key_files:
         path = checkpoint / name
         if path.is_file():
             digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     weights = sorted({p for pattern in _WEIGHT_PATTERNS for p in checkpoint.glob(pattern)})
     # Sizes and mtimes, not contents: hashing ~900 MB of weights would add seconds to every start.
     # Hub snapshots are symlinks into content-named blobs; stat() follows them.
-    facts["weights"] = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in weights]
-    digest.update(json.dumps(facts, sort_keys=True).encode())
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in weights]
+    digest.update(json.dumps(facts | {"weights": stats}, sort_keys=True).encode())
     return digest.hexdigest()[:20]
+
+
+def checkpoint_key(checkpoint: Path, *, int8: bool) -> str:
+    """Hex digest naming one conversion of `checkpoint` by this code with these library versions."""
+    versions = library_versions(["openvino", "transformers"] + (["nncf"] if int8 else []))
+    facts: dict[str, object] = {"format": GRAPH_FORMAT, "int8": int8, "versions": versions}
+    return conversion_key(checkpoint, _KEY_FILES, facts)
 
 
 def weights_bytes(checkpoint: Path) -> int:

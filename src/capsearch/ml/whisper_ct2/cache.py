@@ -9,18 +9,25 @@ The key hashes the checkpoint (config files' bytes; weight files' names, sizes a
 versions of what converted it (our layout, ctranslate2, transformers), so a changed checkpoint or an
 upgrade converts again. The weights are stored as converted (float32 for float32 checkpoints); int8
 is applied when CTranslate2 loads them, so both compute types share one conversion.
-Publishing (lock, temporary directory, atomic rename, pruning superseded keys) is blip_ov.cache's.
+Keying and publishing (lock, temporary directory, atomic rename, pruning superseded keys) are
+blip_ov.cache's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 
-from capsearch.ml.blip_ov.cache import CONVERTED_DIRNAME, checkpoint_dir, entry_name, publish, weights_bytes
+from capsearch.ml.blip_ov.cache import (
+    CONVERTED_DIRNAME,
+    checkpoint_dir,
+    conversion_key,
+    entry_name,
+    library_versions,
+    publish,
+    weights_bytes,
+)
 
 __all__ = ["checkpoint_dir", "checkpoint_key", "converted_dir", "is_complete", "publish_ct2", "weights_bytes"]
 
@@ -30,33 +37,13 @@ BACKEND_DIRNAME = "whisper-ct2"
 META_FILE = "meta.json"
 MODEL_FILE = "model.bin"
 _KEY_FILES = ("config.json", "generation_config.json", "preprocessor_config.json", "tokenizer.json")
-_WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin")
 _LIBRARIES = ("ctranslate2", "transformers")
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for name in _LIBRARIES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "missing"
-    return out
 
 
 def checkpoint_key(checkpoint: Path) -> str:
     """Hex digest naming one conversion of `checkpoint` by this code with these library versions."""
-    digest = hashlib.sha256()
-    facts: dict[str, object] = {"format": FORMAT, "versions": _versions()}
-    for name in _KEY_FILES:
-        path = checkpoint / name
-        if path.is_file():
-            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
-    weights = sorted({p for pattern in _WEIGHT_PATTERNS for p in checkpoint.glob(pattern)})
-    # Sizes and mtimes, not contents: hashing the weights would add seconds to every start.
-    facts["weights"] = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in weights]
-    digest.update(json.dumps(facts, sort_keys=True).encode())
-    return digest.hexdigest()[:20]
+    facts: dict[str, object] = {"format": FORMAT, "versions": library_versions(_LIBRARIES)}
+    return conversion_key(checkpoint, _KEY_FILES, facts)
 
 
 def converted_dir(cache_dir: Path, model_id: str, key: str) -> Path:
