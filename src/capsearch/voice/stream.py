@@ -139,6 +139,14 @@ class VoiceStream:
         return self.activity is not None and self.activity.heard_speech
 
     @property
+    def new_speech(self) -> bool:
+        """Speech that neither the latest partial nor a live early final covers: a partial beside
+        such a final would only slow it down (measured 1.29 s instead of 1.01 s on two cores)."""
+        early = self.early_final
+        live = early.samples if early is not None and not early.future.cancelled() else 0
+        return self.speech_end > max(self.covered, live)
+
+    @property
     def speech_end(self) -> int:
         """Samples up to the end of the latest speech (0: none heard yet)."""
         return (self.activity.last_speech_end or 0) if self.activity is not None else 0

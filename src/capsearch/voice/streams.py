@@ -150,19 +150,12 @@ class VoiceStreams:
         s = self.settings
         # Until someone has said enough there is nothing to transcribe (Whisper invents words for
         # silence and for half a syllable alike); then only new speech calls for another partial.
-        if activity.speech_ms >= s.first_partial_ms and stream.task is None and self._new_speech(stream):
+        if activity.speech_ms >= s.first_partial_ms and stream.task is None and stream.new_speech:
             stream.task = asyncio.create_task(self._partials(stream), name=f"voice-{stream.id}")
         self._early_final(stream, activity.silence_ms)
         if capped:
             return "max_seconds"
         return "silence" if activity.ended and s.end_silence_ms > 0 else None
-
-    @staticmethod
-    def _new_speech(stream: VoiceStream) -> bool:
-        # Covered by a live early final too: a partial beside it only slows it (1.29 s, not 1.01 s).
-        early = stream.early_final
-        live = early.samples if early is not None and not early.future.cancelled() else 0
-        return stream.speech_end > max(stream.covered, live)
 
     def _submit(
         self, audio: np.ndarray, *, final: bool, priority: Priority = Priority.INTERACTIVE
@@ -189,7 +182,7 @@ class VoiceStreams:
     async def _partials(self, stream: VoiceStream) -> None:
         """Transcribe the growing buffer, one pass at a time, while new speech keeps coming."""
         try:
-            while not stream.finishing and self._new_speech(stream):
+            while not stream.finishing and stream.new_speech:
                 audio = stream.audio()
                 try:
                     future = self._submit(audio, final=False, priority=Priority.BACKGROUND)
