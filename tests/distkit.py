@@ -74,21 +74,24 @@ class Topology:
         self.procs.append(proc)
         return proc
 
-    async def web(self, name: str) -> Proc:
+    async def web(self, name: str, **env: str) -> Proc:
         """A web replica with its own search index (each replica keeps one, in memory and on its disk)."""
         port = free_port()
         index = str(self.root / f"index-{name}")
         proc = self._spawn(
             [CAPSEARCH, "serve", "--port", str(port), "--host", "127.0.0.1"], name,
-            CAPSEARCH_SEARCH__INDEX_DIR=index,
+            CAPSEARCH_SEARCH__INDEX_DIR=index, **env,
         )  # fmt: skip
         proc.url = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=proc.url, timeout=5) as http:
             await until(lambda: _answers(http, proc), f"{name} to start", START_TIMEOUT_S)
         return proc
 
-    async def worker(self, name: str) -> Proc:
-        proc = self._spawn([CAPSEARCH, "worker", "--fake-batch-s", str(self.batch_s)], name)
+    async def worker(self, name: str, models: str | None = None, *, fake: bool = True, **env: str) -> Proc:
+        """A model worker for `models` (all of them by default): stand-ins costing `batch_s` a batch, or
+        with fake=False the real models of the profile `env` names (CAPSEARCH_MODELS__PROFILE=tiny)."""
+        cmd = [CAPSEARCH, "worker", *(["--models", models] if models else [])]
+        proc = self._spawn(cmd + (["--fake-batch-s", str(self.batch_s)] if fake else []), name, **env)
 
         def ready() -> bool:
             assert proc.popen.poll() is None, f"{name} exited:\n{proc.tail()}"
