@@ -19,6 +19,11 @@ from tests.voicekit import GatedTranscriber, silence, tone
 __all__ = ["batcher", "model", "streams"]  # fixtures, used by name
 
 
+def early_final_streams(batcher: Batcher[Clip, str]) -> VoiceStreams:
+    """Streams whose final pass starts after 200 ms of quiet (and that never stop by themselves)."""
+    return VoiceStreams(VoiceSettings(**(PLAIN | {"final_after_silence_ms": 200})), batcher)
+
+
 async def test_the_final_starts_in_a_silence_and_a_long_one_ends_the_recording(
     batcher: Batcher[Clip, str], model: GatedTranscriber
 ) -> None:
@@ -45,8 +50,7 @@ async def test_the_final_starts_in_a_silence_and_a_long_one_ends_the_recording(
 async def test_speech_after_an_early_final_makes_it_stale(
     batcher: Batcher[Clip, str], model: GatedTranscriber
 ) -> None:
-    settings = VoiceSettings(**(PLAIN | {"final_after_silence_ms": 200}))
-    streams = VoiceStreams(settings, batcher)
+    streams = early_final_streams(batcher)
     stream = streams.open("pause-2", Owner())
     blocker = streams.open("blocker", Owner())
     await streams.feed(blocker, f32(tone(0.2)))
@@ -115,8 +119,7 @@ async def test_a_lead_in_of_silence_goes_before_every_pass(
 async def test_no_partial_runs_beside_a_final_that_covers_every_word(
     batcher: Batcher[Clip, str], model: GatedTranscriber
 ) -> None:
-    settings = VoiceSettings(**(PLAIN | {"final_after_silence_ms": 200}))
-    streams = VoiceStreams(settings, batcher)
+    streams = early_final_streams(batcher)
     stream = streams.open("beside-1", Owner())
     await streams.feed(stream, f32(tone(0.4)))
     await entered(model)  # a partial over the speech is running

@@ -32,7 +32,7 @@
     });
   }
 
-  localize(document);
-  // Every swap, the socket's out-of-band fragments included, loads its new content through htmx.
+  localize(document); // what the server rendered (also if htmx started before this script ran)
+  // Then every swap's new content, the socket's out-of-band fragments included.
   htmx.onLoad(localize);
 })();
