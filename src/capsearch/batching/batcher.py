@@ -7,14 +7,13 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from enum import IntEnum
 from functools import partial
 from time import perf_counter
 from typing import Generic, TypeVar
 
 from capsearch.batching import metrics
 from capsearch.batching.arbiter import ComputeArbiter
+from capsearch.batching.requests import Priority, Request
 from capsearch.config import BatchSettings
 from capsearch.errors import BusyError, ModelError, ShuttingDownError
 from capsearch.ml.base import Model
@@ -25,23 +24,9 @@ I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
 
 
-class Priority(IntEnum):
-    INTERACTIVE = 0
-    BACKGROUND = 1
-
-
-@dataclass(eq=False)  # identity equality: deque.remove must find this exact request
-class _Request(Generic[I, O]):
-    item: I
-    priority: Priority
-    enqueued: float
-    future: asyncio.Future[O] = field(repr=False)
-    # Called on the event loop when the request's batch goes to the model (e.g. to show "captioning").
-    on_start: Callable[[], None] | None = field(default=None, repr=False)
-
-
 class Batcher(Generic[I, O]):
-    """Queues single requests for one model and feeds them to it in batches on one worker thread."""
+    """Queues single requests for one model and feeds them to it in batches, on one worker thread or
+    on `workers` threads for a model that can run that many predict() calls at once."""
 
     def __init__(
         self,
@@ -51,8 +36,10 @@ class Batcher(Generic[I, O]):
         name: str | None = None,
         holds: ComputeArbiter | None = None,
         hold_priorities: frozenset[Priority] = frozenset(Priority),
+        workers: int = 1,
     ) -> None:
         self.name: str = name or model.name
+        self.workers = max(1, workers)
         # Foreground batchers hold the arbiter for each request, from submit until it is answered:
         # background models give way to it at their yield points.
         self._arbiter = holds
@@ -63,11 +50,11 @@ class Batcher(Generic[I, O]):
         self._queue_limit = settings.queue_limit
         # The epsilon keeps e.g. 0.29 * 100 from flooring to 28; at least one slot so background can run.
         self._background_limit = max(1, int(settings.background_share * settings.queue_limit + 1e-9))
-        self._interactive: deque[_Request[I, O]] = deque()
-        self._background: deque[_Request[I, O]] = deque()
+        self._interactive: deque[Request[I, O]] = deque()
+        self._background: deque[Request[I, O]] = deque()
         self._wakeup = asyncio.Event()
-        self._running: list[_Request[I, O]] = []
-        self._worker: asyncio.Task[None] | None = None
+        self._running: dict[int, list[Request[I, O]]] = {}  # each worker's batch
+        self._tasks: list[asyncio.Task[None]] = []
         self._executor: ThreadPoolExecutor | None = None
         self._accepting = False
         self._stopped = False
@@ -77,7 +64,7 @@ class Batcher(Generic[I, O]):
     @property
     def running(self) -> bool:
         """The worker is up and accepting requests."""
-        return self._accepting and self._worker is not None and not self._worker.done()
+        return self._accepting and bool(self._tasks) and not any(task.done() for task in self._tasks)
 
     @property
     def background_limit(self) -> int:
@@ -93,17 +80,18 @@ class Batcher(Generic[I, O]):
         """Start the worker; the model must already be loaded."""
         if self._stopped:
             raise RuntimeError(f"batcher {self.name!r} was stopped and cannot be restarted")
-        if self._worker is not None:
+        if self._tasks:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=self.name)
         self._accepting = True
-        self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"batcher-{self.name}")
+        start = asyncio.get_running_loop().create_task
+        self._tasks = [start(self._work(i), name=f"batcher-{self.name}-{i}") for i in range(self.workers)]
 
     def submit(
         self,
         item: I,
         priority: Priority = Priority.INTERACTIVE,
-        on_start: Callable[[], None] | None = None,
+        on_start: Callable[[], I | None] | None = None,
     ) -> asyncio.Future[O]:
         """Enqueue one request and return the future its result will land in."""
         if not self._accepting:
@@ -114,7 +102,7 @@ class Batcher(Generic[I, O]):
             self._busy()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[O] = loop.create_future()
-        request = _Request(
+        request = Request(
             item=item, priority=priority, enqueued=loop.time(), future=future, on_start=on_start
         )
         if self._arbiter is not None and priority in self._hold_priorities:
@@ -143,20 +131,22 @@ class Batcher(Generic[I, O]):
         self._stopped = True
         self._accepting = False
         self._wakeup.set()
-        worker = self._worker
+        tasks = set(self._tasks)
         try:
-            if worker is not None:
-                done, _ = await asyncio.wait({worker}, timeout=timeout)
-                if not done:
+            if tasks:
+                _, pending = await asyncio.wait(tasks, timeout=timeout)
+                if pending:
                     log.warning("batcher %s: work unfinished after %.1fs; abandoning it", self.name, timeout)
                     # Cancelling only stops our await; a stuck predict thread keeps running, unobserved.
-                    worker.cancel()
-                    await asyncio.wait({worker})
+                    for task in pending:
+                        task.cancel()
+                    await asyncio.wait(pending)
         finally:
-            if worker is not None and not worker.done():
-                worker.cancel()
-            leftover = [*self._running, *self._interactive, *self._background]
-            self._running = []
+            for task in tasks:
+                task.cancel()
+            running = [request for batch in self._running.values() for request in batch]
+            leftover = [*running, *self._interactive, *self._background]
+            self._running = {}
             self._interactive.clear()
             self._background.clear()
             self._depth_gauge.set(0)
@@ -170,10 +160,10 @@ class Batcher(Generic[I, O]):
         metrics.REQUESTS.labels(model=self.name, outcome="busy").inc()
         raise BusyError(f"The {self.name} model is busy right now; please try again in a moment.")
 
-    def _queue(self, priority: Priority) -> deque[_Request[I, O]]:
+    def _queue(self, priority: Priority) -> deque[Request[I, O]]:
         return self._interactive if priority is Priority.INTERACTIVE else self._background
 
-    def _on_done(self, request: _Request[I, O], future: asyncio.Future[O]) -> None:
+    def _on_done(self, request: Request[I, O], future: asyncio.Future[O]) -> None:
         if self._arbiter is not None and request.priority in self._hold_priorities:
             # Also when a caller cancels a request in a running batch: nobody waits for it any more.
             self._arbiter.release()
@@ -187,24 +177,24 @@ class Batcher(Generic[I, O]):
             return  # already taken into a batch or drained by stop()
         self._depth_gauge.set(self.depth)
 
-    async def _work(self) -> None:
+    async def _work(self, worker: int) -> None:
         while True:
             try:
                 batch = await self._next_batch()
                 if batch is None:
                     return
-                self._running = batch
+                self._running[worker] = batch
                 await self._run_batch(batch)
             except Exception as exc:
                 # A bug here must not strand callers or kill the worker; fail the batch and carry on.
                 log.exception("batcher %s: unexpected error in the worker", self.name)
-                for request in self._running:
+                for request in self._running.get(worker, []):
                     self._fail(request, self._model_error(f"internal error: {exc}", exc))
                 await asyncio.sleep(0)
             # Not in a `finally`: on cancellation stop() still needs the running batch to fail it.
-            self._running = []
+            self._running.pop(worker, None)
 
-    async def _next_batch(self) -> list[_Request[I, O]] | None:
+    async def _next_batch(self) -> list[Request[I, O]] | None:
         """Wait for work and collect a batch, or return None once stopping with nothing left."""
         loop = asyncio.get_running_loop()
         while True:
@@ -231,30 +221,34 @@ class Batcher(Generic[I, O]):
             if batch:
                 return batch
 
-    def _take(self) -> list[_Request[I, O]]:
-        batch: list[_Request[I, O]] = []
+    def _take(self) -> list[Request[I, O]]:
+        # With several workers a free one takes its share; the others, freeing soon, run the rest
+        # beside it (a batch of three partials takes ~2x one; two of them side by side, ~1.35x).
+        size = min(self._max_batch, -(-self.depth // self.workers))
+        batch: list[Request[I, O]] = []
         for queue in (self._interactive, self._background):
-            while queue and len(batch) < self._max_batch:
+            while queue and len(batch) < size:
                 request = queue.popleft()
                 if not request.future.done():
                     batch.append(request)
         self._depth_gauge.set(self.depth)
         return batch
 
-    async def _run_batch(self, batch: list[_Request[I, O]]) -> None:
+    async def _run_batch(self, batch: list[Request[I, O]]) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
         wait_histogram = metrics.QUEUE_WAIT.labels(model=self.name)
+        metrics.BATCH_SIZE.labels(model=self.name).observe(len(batch))
+        inputs = []
         for request in batch:
             wait_histogram.observe(now - request.enqueued)
-        metrics.BATCH_SIZE.labels(model=self.name).observe(len(batch))
-        for request in batch:
+            fresh = None
             if request.on_start is not None:
                 try:
-                    request.on_start()
+                    fresh = request.on_start()
                 except Exception:
                     log.exception("batcher %s: on_start callback failed", self.name)
-        inputs = [request.item for request in batch]
+            inputs.append(request.item if fresh is None else fresh)
         started = perf_counter()
         try:
             outputs = await loop.run_in_executor(self._executor, self._model.predict, inputs)
@@ -285,7 +279,7 @@ class Batcher(Generic[I, O]):
         error.__cause__ = cause
         return error
 
-    def _fail(self, request: _Request[I, O], error: Exception) -> None:
+    def _fail(self, request: Request[I, O], error: Exception) -> None:
         if not request.future.done():
             request.future.set_exception(error)
             metrics.REQUESTS.labels(model=self.name, outcome="error").inc()

@@ -158,7 +158,7 @@ class RemoteBatcher(Batcher[I, O], Generic[I, O]):
         self,
         item: I,
         priority: Priority = Priority.INTERACTIVE,
-        on_start: Callable[[], None] | None = None,
+        on_start: Callable[[], I | None] | None = None,
     ) -> asyncio.Future[O]:
         if not self._accepting:
             raise ShuttingDownError(f"The server is stopping; the {self.name} model takes no new requests.")
@@ -174,12 +174,12 @@ class RemoteBatcher(Batcher[I, O], Generic[I, O]):
         return future
 
     async def _call(
-        self, item: I, priority: Priority, on_start: Callable[[], None] | None, future: asyncio.Future[O]
+        self, item: I, priority: Priority, on_start: Callable[[], I | None] | None, future: asyncio.Future[O]
     ) -> None:
         try:
             await self._census.require(self.model)
-            if on_start is not None:
-                on_start()
+            fresh = on_start() if on_start is not None else None
+            item = item if fresh is None else fresh  # Batcher.submit: it may hand a fresher item
             result = await self._client.call(self.model, item, priority)
         except asyncio.CancelledError:
             future.cancel()
