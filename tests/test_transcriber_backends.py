@@ -255,39 +255,39 @@ def test_converts_once_then_reuses_the_cache(tmp_path: Path, caplog: pytest.LogC
 
 
 @needs_ct2
-def test_two_lanes_run_a_final_and_partials_at_once_with_the_same_answers(
-    fast: CT2WhisperTranscriber,
-) -> None:
-    """The voice flow calls predict() from two threads (voice/lanes.py): one set of weights, two
-    workers, and each answer is what the pass gives alone."""
-    assert fast.lanes == 2
+def test_lanes_run_a_final_and_partials_at_once_with_the_same_answers(tiny_dir: Path) -> None:
+    """predict() from several threads at once (voice/lanes.py): a final on the float32 model, partials
+    on the int8 copy's workers (one set of weights); each answer is what the pass gives alone."""
+    three = _ct2(tiny_dir, partial_lanes=2)
+    assert (three.lanes, three._model.num_workers, three._partial_model.num_workers) == (3, 1, 2)
     clips = _clips()
     finals = [Clip(c) for c in clips]
     partials = [Clip(c, final=False) for c in clips[:3]]
-    alone = (fast.predict(finals), fast.predict(partials))
-    start = threading.Barrier(2)
+    alone = (three.predict(finals), three.predict(partials))
+    start = threading.Barrier(3)
 
     def lane(batch: list[Clip]) -> list[list[str]]:
         start.wait(timeout=30)
-        return [fast.predict(batch) for _ in range(3)]
+        return [three.predict(batch) for _ in range(3)]
 
-    with ThreadPoolExecutor(2) as pool:
-        got_finals, got_partials = pool.map(lane, [finals, partials])
+    with ThreadPoolExecutor(3) as pool:
+        got_finals, *got_partials = pool.map(lane, [finals, partials, partials])
     assert got_finals == [alone[0]] * 3
-    assert got_partials == [alone[1]] * 3
+    assert got_partials == [[alone[1]] * 3] * 2
 
 
 @needs_ct2
 def test_partials_run_on_an_int8_copy_and_finals_stay_float32(
     fast: CT2WhisperTranscriber, tiny_dir: Path
 ) -> None:
-    assert fast._model.compute_type == "float32"
-    assert fast._partial_model.compute_type.startswith("int8")
+    assert fast._model.compute_type == "float32" and fast._partial_model.compute_type.startswith("int8")
     assert "int8 partials" in fast.describe()
-    # Without it one float32 model serves both kinds, with two workers for the two lanes.
+    assert fast.partial_lanes == len(os.sched_getaffinity(0)) and fast.lanes == 1 + fast.partial_lanes
+    # One single-threaded partial worker per core above; without the copy one float32 model serves
+    # both kinds, one final and one partial at a time.
     plain = _ct2(tiny_dir, partials_int8=False)
-    assert plain._partial_model is plain._model
-    assert plain._model.compute_type == "float32"
+    assert plain._partial_model is plain._model and plain._model.compute_type == "float32"
+    assert (plain.lanes, plain._model.num_workers) == (2, 2)
     # int8 everywhere: one int8 model.
     small = _ct2(tiny_dir, int8=True)
     assert small._partial_model is small._model and not small.partials_int8

@@ -40,7 +40,7 @@ from capsearch.startup import StartupTimer
 from capsearch.storage import ContentStore
 from capsearch.templating import web_dir
 from capsearch.voice.activity import start_detector
-from capsearch.voice.lanes import TranscriberLanes, lanes_of
+from capsearch.voice.lanes import TranscriberLanes, start_lanes
 from capsearch.voice.streams import VoiceStreams
 from capsearch.ws.feed import LiveFeed
 from capsearch.ws.uploads import UploadRegistry
@@ -77,10 +77,11 @@ async def start_batcher(
     holds: ComputeArbiter | None = None,
     hold_priorities: frozenset[Priority] = frozenset(Priority),
     name: str | None = None,
+    workers: int = 1,
 ) -> Batcher[In, Out]:
     """`holds`: the model's requests are foreground work, which background models give way to."""
     batcher: Batcher[In, Out] = Batcher(
-        model, settings, name=name, holds=holds, hold_priorities=hold_priorities
+        model, settings, name=name, holds=holds, hold_priorities=hold_priorities, workers=workers
     )
     await batcher.start()
     stack.push_async_callback(stop_within, clock, batcher.stop, settings.shutdown_timeout_s)
@@ -273,13 +274,14 @@ async def build_voice(
     model = await transcriber
     # Live partials and finals alike: both are someone waiting, relative to a caption.
     batch, arbiter = settings.transcribe_batch, base.arbiter
-    finals = await base.queue(stack, model, batch, holds=arbiter)
-    partials = None
-    if lanes_of(model) > 1:
-        partials = await start_batcher(
-            stack, base.clock, model, batch, holds=arbiter, name="transcriber-partials"
-        )
-    batcher = TranscriberLanes(finals, partials)
+    batcher = await start_lanes(
+        model,
+        lambda name, workers: (
+            start_batcher(stack, base.clock, model, batch, holds=arbiter, name=name, workers=workers)
+            if name
+            else base.queue(stack, model, batch, holds=arbiter)
+        ),
+    )
     # Stopped before the batcher: live recordings end and their queued passes leave the queue.
     detector = await start_detector(stack, settings.voice)
     pipeline = VoicePipeline(

@@ -35,7 +35,7 @@ from capsearch.ml.base import Embedder, Model
 from capsearch.ml.yielding import YieldsCompute
 from capsearch.shutdown import ShutdownClock
 from capsearch.storage import ContentStore
-from capsearch.voice.lanes import TranscriberLanes, lanes_of
+from capsearch.voice.lanes import start_lanes
 
 log = logging.getLogger("capsearch.worker")
 
@@ -124,13 +124,13 @@ async def run_worker(
         if "transcriber" in loaded:
             transcriber = loaded["transcriber"]
             batch = settings.transcribe_batch
-            finals = await start_batcher(stack, clock, transcriber, batch, holds=arbiter)
-            partials = None
-            if lanes_of(transcriber) > 1:
-                partials = await start_batcher(
-                    stack, clock, transcriber, batch, holds=arbiter, name="transcriber-partials"
-                )
-            serve("transcriber", TranscriberLanes(finals, partials), batch.max_batch_size, batch.queue_limit)
+            lanes = await start_lanes(
+                transcriber,
+                lambda name, workers: start_batcher(
+                    stack, clock, transcriber, batch, holds=arbiter, name=name, workers=workers
+                ),
+            )
+            serve("transcriber", lanes, batch.max_batch_size, batch.queue_limit)
         caption_worker = None
         if "captioner" in loaded:
             captioner: Model[PILImage.Image, str] = loaded["captioner"]

@@ -48,7 +48,7 @@ class CT2WhisperTranscriber:
         int8: bool = False,
         num_threads: int | None = None,
         partial_margin_s: float = DEFAULT_PARTIAL_MARGIN_S,
-        lanes: int = 2,
+        partial_lanes: int | None = None,
         partials_int8: bool = True,
         convert_in_subprocess: bool = True,
     ) -> None:
@@ -61,14 +61,17 @@ class CT2WhisperTranscriber:
         self.int8 = int8
         # CTranslate2's intra-op threads: each pass uses them all.
         self.num_threads = num_threads or _usable_cores()
-        # Passes that can run at once (CTranslate2's inter_threads: one set of weights, two workers),
-        # so the voice flow runs finals and partials side by side (voice/lanes.py). Both use every
-        # core: a partial beside a final took 0.28 s instead of 0.17 alone; queued behind it, 1.06.
-        self.lanes = lanes
         # Live partials on int8 weights (a second, int8 copy of the model, ~75 MB for whisper-base):
         # 2.5x faster here, word error rate 0.106 vs 0.090, and a partial is replaced by the final
         # anyway, which keeps `int8` (float32 unless asked).
         self.partials_int8 = partials_int8 and not int8
+        # Passes that can run at once (CTranslate2's inter_threads: workers sharing one set of
+        # weights), so the voice flow runs finals and partials side by side (voice/lanes.py): a
+        # partial beside a final took 0.28 s instead of 0.17 alone; queued behind it, 1.06. The int8
+        # copy runs one single-threaded partial per core (a second thread does not speed a partial
+        # up: 0.117 s vs 0.135 s); one shared float32 model runs one final and one partial.
+        self.partial_lanes = max(1, partial_lanes or self.num_threads) if self.partials_int8 else 1
+        self.lanes = 1 + self.partial_lanes
         self.partial_margin_s = partial_margin_s
         self.convert_in_subprocess = convert_in_subprocess
         self._model: Any = None
@@ -146,21 +149,23 @@ class CT2WhisperTranscriber:
         self._mel = LogMel(FeatureSpec.from_json(meta["features"]))
         self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         self._last_special = int(self._tokenizer.token_to_id("<|notimestamps|>"))
-        # Two passes may run at once (voice/lanes.py): either two models, one each, or one model
-        # with two workers sharing its weights.
-        inter = 1 if self.partials_int8 else self.lanes
-        self._model = self._whisper(directory, self.compute_type, inter)
-        self._partial_model = self._whisper(directory, "int8", 1) if self.partials_int8 else self._model
+        if self.partials_int8:
+            self._model = self._whisper(directory, self.compute_type, 1, self.num_threads)
+            self._partial_model = self._whisper(directory, "int8", self.partial_lanes, 1)
+        else:
+            self._model = self._whisper(directory, self.compute_type, self.lanes, self.num_threads)
+            self._partial_model = self._model
 
-    def _whisper(self, directory: Path, compute_type: str, inter_threads: int) -> Any:
+    @staticmethod
+    def _whisper(directory: Path, compute_type: str, workers: int, threads: int) -> Any:
         import ctranslate2
 
         return ctranslate2.models.Whisper(
             str(directory),
             device="cpu",
             compute_type=compute_type,
-            inter_threads=inter_threads,
-            intra_threads=self.num_threads,
+            inter_threads=workers,
+            intra_threads=threads,
         )
 
     def predict(self, batch: Sequence[ClipLike]) -> list[str]:
