@@ -2,15 +2,18 @@
 
 Per stream the audio grows in one float32 buffer (16 kHz mono, at most `max_seconds`) that doubles
 when full. A speech detector (Silero VAD, or the loudness rule) judges every frame in a worker thread.
-While the person speaks, the audio so far is transcribed again and again as *partials* (shortened
-windows where the backend has them): at most one pass per stream is queued or running, audio arriving
-meanwhile joins the next pass (coalescing), and silence calls for no pass, so a slow model makes
-partials less frequent, never later and later. Words two partials agree on settle (LocalAgreement-2)
-and are searched while the person still speaks.
+While the person speaks, the audio since the last pause is transcribed again and again as *partials*
+(shortened windows where the backend has them; see VoiceStream.close_segment): at most one pass per
+stream is queued or running, audio arriving meanwhile joins the next pass (coalescing), and silence
+calls for no pass, so a slow model makes partials less frequent, never later and later. Words two
+partials agree on settle (LocalAgreement-2) and are searched while the person still speaks.
 
 The final is always a full-window pass, started early: after `final_after_silence_ms` of quiet, a final
 pass over what was said is queued; if the quiet lasts `end_silence_ms` the recording ends by itself
-with that pass as its final (speech that resumes discards it). Partials run at background priority,
+with that pass as its final (speech that resumes discards it). That early start is speculation, made
+only with compute nobody else needs: while another recording is mid-utterance, a final beside its
+partials made them 2-3x slower (four speakers: lag up to 0.8 s instead of 0.4), so this speaker's final
+then starts once the others pause, or at its own end of speech. Partials run at background priority,
 finals at interactive priority.
 """
 
@@ -34,6 +37,7 @@ from capsearch.voice.activity import ActivityDetector, LoudnessDetector
 from capsearch.voice.audio import SAMPLE_RATE, AudioError, no_speech
 from capsearch.voice.live_search import LiveSearch, Search
 from capsearch.voice.stream import (
+    TALKING_MS,
     Partial,
     Pass,
     StopReason,
@@ -44,6 +48,7 @@ from capsearch.voice.stream import (
     VoiceStream,
     lead_in,
     pass_clip,
+    queue_partial,
     short_frame,
     submit_pass,
 )
@@ -145,22 +150,22 @@ class VoiceStreams:
         if stream.finishing or self._streams.get(stream.id) is not stream:
             return None
         stream.activity = activity
+        stream.note_pause(self.settings.final_after_silence_ms)
         if not stream.speech:
             return "max_seconds" if capped else None
         s = self.settings
-        # Until someone has said enough there is nothing to transcribe (Whisper invents words for
-        # silence and for half a syllable alike); then only new speech calls for another partial.
-        if activity.speech_ms >= s.first_partial_ms and stream.task is None and stream.new_speech:
+        # Only new speech, and enough of it since the last split, calls for a partial.
+        if stream.task is None and stream.wants_partial(s.first_partial_ms):
             stream.task = asyncio.create_task(self._partials(stream), name=f"voice-{stream.id}")
         self._early_final(stream, activity.silence_ms)
         if capped:
             return "max_seconds"
         return "silence" if activity.ended and s.end_silence_ms > 0 else None
 
-    def _submit(
-        self, audio: np.ndarray, *, final: bool, priority: Priority = Priority.INTERACTIVE
-    ) -> asyncio.Future[str]:
-        return submit_pass(self.transcriber, pass_clip(audio, self._lead_in, final=final), priority)
+    def _submit_final(self, audio: np.ndarray) -> asyncio.Future[str]:
+        return submit_pass(
+            self.transcriber, pass_clip(audio, self._lead_in, final=True), Priority.INTERACTIVE
+        )
 
     def _early_final(self, stream: VoiceStream, silence_ms: float) -> None:
         """Start the final pass in a silence; drop one that speech has since made stale."""
@@ -170,39 +175,41 @@ class VoiceStreams:
             stream.early_final = early = None
         if early is not None or silence_ms < self.settings.final_after_silence_ms:
             return
+        within = self.settings.end_silence_ms or TALKING_MS
+        if any(other.talking(within) for other in self._streams.values() if other is not stream):
+            return  # speculation waits for spare compute (module docstring)
         audio = stream.audio()
         pending = stream.pending
         if pending is not None and pending.samples <= audio.size:
             pending.future.cancel()  # the final covers it: do not make the final wait behind it
         try:
-            stream.early_final = Pass(audio.size, self._submit(audio, final=True))
+            stream.early_final = Pass(audio.size, self._submit_final(audio))
         except CapsearchError as e:  # busy or shutting down: the stop will try again
             log.debug("voice %s: early final skipped: %s", stream.id, e.message)
 
     async def _partials(self, stream: VoiceStream) -> None:
         """Transcribe the growing buffer, one pass at a time, while new speech keeps coming."""
         try:
-            while not stream.finishing and stream.new_speech:
-                audio = stream.audio()
+            while not stream.finishing and stream.wants_partial(self.settings.first_partial_ms):
                 try:
-                    future = self._submit(audio, final=False, priority=Priority.BACKGROUND)
+                    run = stream.pending = queue_partial(self.transcriber, stream, self._lead_in)
                 except CapsearchError as e:  # busy or shutting down: skip; the next frame tries again
                     log.debug("voice %s: partial pass skipped: %s", stream.id, e.message)
                     return
-                stream.pending = Pass(audio.size, future)
                 try:
-                    text = await future
+                    text = await run.future
                 except (CapsearchError, asyncio.CancelledError) as e:
-                    if not future.cancelled():
+                    if not run.future.cancelled():
                         log.debug("voice %s: partial pass failed: %s", stream.id, e)
                     return
                 finally:
                     stream.pending = None
-                stream.covered = audio.size
+                text = stream.heard(text, run.samples)
                 if stream.finishing or self._streams.get(stream.id) is not stream:
                     return
                 if text:
-                    await self._partial(stream, text, audio.size)
+                    await self._partial(stream, text, run.samples)
+                stream.close_segment()
         finally:
             stream.task = None
 
@@ -223,7 +230,7 @@ class VoiceStreams:
         AudioError(no_speech) or the model's CapsearchError; the stream is gone afterwards either way.
         """
         stream.finishing = True
-        self._quiet(stream)
+        stream.quiet()
         if not stream.speech:
             self.discard(stream)
             return self._refuse(no_speech())
@@ -234,20 +241,11 @@ class VoiceStreams:
         if early is not None:
             early.future.cancel()
         try:
-            final = self._submit(stream.audio(), final=True)
+            final = self._submit_final(stream.audio())
         except CapsearchError as e:  # busy or shutting down
             self.discard(stream)
             return self._refuse(e)
         return self._final(stream, final)
-
-    @staticmethod
-    def _quiet(stream: VoiceStream) -> None:
-        """No more partials or live searches: the final's transcript and hits replace them."""
-        if stream.pending is not None and not stream.pending.future.done():
-            stream.pending.future.cancel()
-        for task in (stream.task, stream.search_task):
-            if task is not None:
-                task.cancel()
 
     async def _final(self, stream: VoiceStream, source: Awaitable[str]) -> Transcript:
         try:
@@ -269,7 +267,7 @@ class VoiceStreams:
             if stream.client is not None:
                 self._clients.release(stream.client)
         stream.finishing = True
-        self._quiet(stream)
+        stream.quiet()
         early = stream.early_final
         if early is not None and not early.future.done():
             early.future.cancel()
