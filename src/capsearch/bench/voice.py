@@ -1,6 +1,6 @@
 """Voice latency and capacity: live recordings over `/ws` to a real uvicorn server on loopback.
 
-Each simulated page sends 200 ms PCM frames in real time, as the microphone would produce them:
+Each simulated page sends 100 ms PCM frames in real time, as the microphone would produce them:
 silence, a spoken phrase (espeak-ng), a pause, then `voice.stop`. Times are measured from the
 moment the speech is *said* (its position in the audio), not from when its frame was sent.
 The page is `voice_page`, the server `voice_server`; this module measures and makes the tables.

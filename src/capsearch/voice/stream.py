@@ -29,6 +29,9 @@ StopReason = Literal["silence", "max_seconds"]
 _FIRST_CAPACITY = 2 * SAMPLE_RATE
 # With auto-stop off (end_silence_ms=0): how recent speech must be for a speaker to count as talking.
 TALKING_MS = 800.0
+# A pause a recording may split at (VoiceStream.close_segment): one between phrases, not a breath
+# between words; never shorter than the wait before the early final.
+SPLIT_PAUSE_MS = 200.0
 
 
 class Transcriber(Protocol):
@@ -207,10 +210,11 @@ class VoiceStream:
         self.hypothesis = " ".join(part for part in (self.committed, text) if part)
         return self.hypothesis
 
-    def note_pause(self, pause_ms: float) -> None:
-        """After each frame: a silence of `pause_ms` after speech is where the segment may split."""
-        now = self.activity
-        if now is None or now.silence_ms < pause_ms or self.speech_end <= self.segment:
+    def note_pause(self, final_after_ms: float) -> None:
+        """After each frame: a silence of SPLIT_PAUSE_MS (or `final_after_ms`, if longer) after speech
+        is where the segment may split."""
+        now, enough = self.activity, max(SPLIT_PAUSE_MS, final_after_ms)
+        if now is None or now.silence_ms < enough or self.speech_end <= self.segment:
             return
         self.pause = Pause(self.speech_end, self.samples, now.speech_ms)
         self.close_segment()

@@ -2,7 +2,7 @@
  * capsearch voice search (docs/protocol.md, "Voice"), the recording: the microphone button in the
  * search box records, through voice-audio.js (the microphone, the AudioWorklet, the PCM frames);
  * voice-panel.js draws what it shows. After `voice.start` is answered by `voice.accepted`, a binary
- * frame goes over the page's socket about every 200 ms (the ones captured before wait). The same
+ * frame goes over the page's socket about every 100 ms (the ones captured before wait). The same
  * button, the panel's Stop button or Escape stops, which sends the audio still buffered and then
  * `voice.stop`; the recording then plays back.
  *
