@@ -66,9 +66,9 @@ async def test_a_split_waits_for_a_partial_that_reaches_into_the_pause(
     await streams.feed(stream, f32(tone(0.2)))
     await streams.feed(stream, f32(silence(0.2)))  # the pause: past what the running partial covers
     await streams.feed(stream, f32(tone(0.4)))  # and on
-    # The early final the pause started dropped the running partial (it covered it), then went stale
-    # with the speech after the pause, before it ran.
-    model.release(2)  # the dropped partial, and the next one: it stops at the pause's end
+    # The early final the pause started went stale with the speech after the pause, before it ran.
+    model.release(2)  # the running partial, and the next one: it stops at the pause's end
+    assert (await owner.next_partial()).text == "heard 6400 samples"
     assert (await owner.next_partial()).text == "heard 12800 samples"
     assert (stream.segment, stream.committed) == (12800, "heard 12800 samples")  # split at the pause
     await entered(model)

@@ -49,6 +49,27 @@ async def test_the_final_starts_in_a_silence_and_a_long_one_ends_the_recording(
     await streams.stop()
 
 
+async def test_an_early_final_drops_a_partial_still_queued(
+    batcher: Batcher[Clip, str], model: GatedTranscriber
+) -> None:
+    streams = early_final_streams(batcher)
+    owner = Owner()
+    stream = streams.open("queued-1", owner)
+    batcher.submit(Clip(np.zeros(1600, np.float32), final=False))
+    await entered(model)  # the model is busy: the stream's partial waits in the queue
+    await streams.feed(stream, f32(tone(0.4)))
+    await asyncio.sleep(0)  # a bare yield: the partial loop queues its pass
+    queued = stream.pending
+    assert queued is not None and not queued.started
+    await streams.feed(stream, f32(silence(0.2)))
+    assert queued.future.cancelled()  # the final covers it: it would only make the final wait
+    model.release(10)
+    final = streams.finish(stream)
+    assert (await final).text == "heard 9600 samples" and owner.partials.empty()
+    assert model.batches == [[1600], [9600]]
+    await streams.stop()
+
+
 async def test_speech_after_an_early_final_makes_it_stale(
     batcher: Batcher[Clip, str], model: GatedTranscriber
 ) -> None:
@@ -122,14 +143,17 @@ async def test_no_partial_runs_beside_a_final_that_covers_every_word(
     batcher: Batcher[Clip, str], model: GatedTranscriber
 ) -> None:
     streams = early_final_streams(batcher)
-    stream = streams.open("beside-1", Owner())
+    owner = Owner()
+    stream = streams.open("beside-1", owner)
     await streams.feed(stream, f32(tone(0.4)))
     await entered(model)  # a partial over the speech is running
     await streams.feed(stream, f32(silence(0.2)))
-    assert stream.early_final is not None  # the final covers it: the running partial is dropped
+    assert stream.early_final is not None
     model.release()
+    # The partial had started: it costs the same shown or not, so its words are shown.
+    assert (await owner.next_partial()).text == "heard 6400 samples"
+    assert not model.clips[0][0].abandoned
     await entered(model)  # the final runs
-    assert model.clips[0][0].abandoned  # the dropped partial's backend was told it may stop early
     await streams.feed(stream, f32(silence(0.2)))
     # Every word said is in the running final: another partial over them would only slow it down.
     assert stream.task is None and stream.pending is None

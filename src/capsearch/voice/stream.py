@@ -90,6 +90,7 @@ def queue_partial(transcriber: Transcriber, stream: VoiceStream, silence: np.nda
 
     def fresh() -> Clip:
         latest, run.samples = stream.partial_audio()
+        run.started = True
         return pass_clip(latest, silence, final=False)
 
     clip = pass_clip(audio, silence, final=False)
@@ -141,6 +142,7 @@ class Pause:
 class Pass:
     samples: int  # how much of the buffer this pass covers
     future: asyncio.Future[str]
+    started: bool = False  # a partial's batch went to the model (it cannot be taken back)
 
 
 @dataclass(eq=False)

@@ -180,8 +180,11 @@ class VoiceStreams:
             return  # speculation waits for spare compute (module docstring)
         audio = stream.audio()
         pending = stream.pending
-        if pending is not None and pending.samples <= audio.size:
-            pending.future.cancel()  # the final covers it: do not make the final wait behind it
+        # A queued partial that the final covers would only make it wait; one that has started
+        # costs the same whether or not its words are shown (on one queue, dropping it too left a
+        # speaker who pauses briefly without any partial).
+        if pending is not None and pending.samples <= audio.size and not pending.started:
+            pending.future.cancel()
         try:
             stream.early_final = Pass(audio.size, self._submit_final(audio))
         except CapsearchError as e:  # busy or shutting down: the stop will try again
