@@ -51,7 +51,10 @@ async def test_drop_photos_watch_captions_and_reload(server: str, tmp_path: Path
             assert sorted(names) == sorted(p.name for p in photos)
             assert await page.locator("#collection .card[data-stage=done]").count() == 4
             # Cards that came over the socket show their upload date in the page's own zone too.
-            assert await page.locator("#collection .card time.card-date[data-local]").count() == 4
+            await page.wait_for_function(
+                "() => document.querySelectorAll('#collection .card time.card-date[data-local]').length == 4",
+                timeout=15_000,
+            )
             assert 1 <= await page.evaluate(MAX_IN_PROGRESS_JS) <= 3
             # Stage changes are read out by screen readers through the aria-live announcer.
             await page.wait_for_function(

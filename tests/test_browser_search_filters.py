@@ -61,6 +61,13 @@ def address(page: Any) -> dict[str, list[str]]:
     return parse_qs(urlsplit(page.url).query)
 
 
+# Every date under a selector is in the page's own zone and language (local-dates.js has run on it).
+LOCALIZED_JS = (
+    "sel => { const t = [...document.querySelectorAll(sel)];"
+    " return t.length > 0 && t.every(e => e.hasAttribute('data-local')); }"
+)
+
+
 async def settled(page: Any, ids: list[int]) -> None:
     """Wait until the results are exactly `ids`, in this order."""
     await page.wait_for_function(
@@ -104,12 +111,15 @@ async def test_sort_and_dates_beside_the_results(settings: Settings) -> None:
             await settled(page, [ids[DOGS[3]], ids[DOGS[2]], ids[DOGS[1]], ids[DOGS[0]]])
             assert "4 matches, newest first" in await page.locator(f"{HITS} .count").inner_text()
             # Each card says when it came, in the reader's zone: 23:59 UTC on the 10th is the 11th here.
+            # local-dates.js rewrites a swap's cards when htmx has settled it, a moment after the swap.
+            await page.wait_for_function(LOCALIZED_JS, arg=f"{HITS} time.card-date", timeout=15_000)
             dates = page.locator(f"{HITS} time.card-date")
             shown = ["Jan 20, 2026", "Jan 11, 2026", "Jan 10, 2026", "Jan 5, 2026"]
             assert await dates.all_inner_texts() == shown
             title = await dates.nth(1).get_attribute("title") or ""
             assert title.startswith("Uploaded Jan 11, 2026, 12:59")
-            assert await page.locator("#collection time.card-date[data-local]").count() == len(DOGS + OTHERS)
+            await page.wait_for_function(LOCALIZED_JS, arg="#collection time.card-date", timeout=15_000)
+            assert await page.locator("#collection time.card-date").count() == len(DOGS + OTHERS)
             assert address(page) == {"q": ["dog"], "sort": ["newest"]}
 
             # 6 to 15 January in Berlin: the dogs of the 10th (one is the 11th's first hour there).
