@@ -72,5 +72,10 @@ async def streams(batcher: Batcher[Clip, str]) -> AsyncIterator[VoiceStreams]:
     await s.stop()
 
 
+def busy(batcher: Batcher[Clip, str]) -> None:
+    """Hand the model a pass of nobody's, so that what a recording queues next stays queued."""
+    batcher.submit(Clip(np.zeros(1600, np.float32), final=False))
+
+
 async def entered(model: GatedTranscriber) -> None:
     await asyncio.to_thread(model.wait_entered, WAIT_S)

@@ -70,10 +70,10 @@ async def enqueued(batcher: Batcher[Any, Any], depth: int) -> None:
 
 
 @asynccontextmanager
-async def running(model: FakeModel, **overrides: Any) -> AsyncIterator[Batcher[Any, Any]]:
+async def running(model: FakeModel, workers: int = 1, **overrides: Any) -> AsyncIterator[Batcher[Any, Any]]:
     assert isinstance(model, Model)
     settings = BatchSettings(**{"max_batch_size": 8, "max_wait_ms": 0, **overrides})
-    batcher: Batcher[Any, Any] = Batcher(model, settings)
+    batcher: Batcher[Any, Any] = Batcher(model, settings, workers=workers)
     await batcher.start()
     try:
         yield batcher

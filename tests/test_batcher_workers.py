@@ -4,30 +4,16 @@ that hands a fresher item as its batch starts. Orderings are forced by gates, ne
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 from capsearch.batching import Batcher
 from capsearch.config import BatchSettings
 from capsearch.errors import ShuttingDownError
-from tests.test_batcher import SAFETY, FakeModel, enqueued, gather
-
-
-@asynccontextmanager
-async def two_workers(model: FakeModel) -> AsyncIterator[Batcher[Any, Any]]:
-    batcher: Batcher[Any, Any] = Batcher(model, BatchSettings(max_batch_size=8, max_wait_ms=0), workers=2)
-    await batcher.start()
-    try:
-        yield batcher
-    finally:
-        model.gate.set()
-        await asyncio.wait_for(batcher.stop(timeout=SAFETY), SAFETY * 2)
+from tests.test_batcher import SAFETY, FakeModel, enqueued, gather, running
 
 
 async def test_two_workers_run_two_batches_at_once() -> None:
     model = FakeModel("side-by-side")
-    async with two_workers(model) as batcher:
+    async with running(model, workers=2) as batcher:
         first = batcher.submit(0)
         await model.entered(1)
         second = batcher.submit(1)
@@ -42,7 +28,7 @@ async def test_a_free_worker_takes_its_share_of_the_queue() -> None:
     """Three queued behind two busy workers: the first one free takes two, the other the third,
     so they run side by side rather than all three on one worker while the other idles."""
     model = FakeModel("shares")
-    async with two_workers(model) as batcher:
+    async with running(model, workers=2) as batcher:
         busy = [batcher.submit(0), batcher.submit(1)]
         await model.entered(2)
         queued = [batcher.submit(i) for i in (2, 3, 4)]
@@ -70,7 +56,7 @@ async def test_stop_fails_every_running_batch() -> None:
 
 async def test_a_request_may_hand_a_fresher_item_as_its_batch_starts() -> None:
     model = FakeModel("fresh")
-    async with two_workers(model) as batcher:
+    async with running(model, workers=2) as batcher:
         newest = {"value": 1}
         blocked = [batcher.submit(0), batcher.submit(0)]
         await model.entered(2)  # both workers busy: the next request waits in the queue

@@ -5,21 +5,14 @@ by the gated model, never by sleeping."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from capsearch.batching import Batcher
 from capsearch.config import VoiceSettings
 from capsearch.ml.speech import Clip
 from capsearch.voice.streams import VoiceStreams
-from tests.streamkit import PLAIN, Owner, batcher, entered, f32, model, streams
+from tests.streamkit import PLAIN, Owner, batcher, busy, entered, f32, model, streams
 from tests.voicekit import GatedTranscriber, silence, tone
 
 __all__ = ["batcher", "model", "streams"]  # fixtures, used by name
-
-
-def busy(batcher: Batcher[Clip, str]) -> None:
-    """Hand the model a pass of nobody's, so that what a recording queues next stays queued."""
-    batcher.submit(Clip(np.zeros(1600, np.float32), final=False))
 
 
 async def test_a_recording_splits_at_a_pause_and_later_partials_hear_only_what_follows(

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import asyncio
 
-import numpy as np
-
 from capsearch.batching import Batcher
 from capsearch.config import VoiceSettings
 from capsearch.ml.speech import Clip
 from capsearch.services.search import SearchResult
 from capsearch.services.search_options import SearchOptions
 from capsearch.voice.streams import VoiceStreams
-from tests.streamkit import PLAIN, WAIT_S, Owner, batcher, entered, f32, model, streams
+from tests.streamkit import PLAIN, WAIT_S, Owner, batcher, busy, entered, f32, model, streams
 from tests.voicekit import GatedTranscriber, silence, tone
 
 __all__ = ["batcher", "model", "streams"]  # fixtures, used by name
@@ -55,7 +53,7 @@ async def test_an_early_final_drops_a_partial_still_queued(
     streams = early_final_streams(batcher)
     owner = Owner()
     stream = streams.open("queued-1", owner)
-    batcher.submit(Clip(np.zeros(1600, np.float32), final=False))
+    busy(batcher)
     await entered(model)  # the model is busy: the stream's partial waits in the queue
     await streams.feed(stream, f32(tone(0.4)))
     await asyncio.sleep(0)  # a bare yield: the partial loop queues its pass
@@ -76,7 +74,7 @@ async def test_speech_after_an_early_final_makes_it_stale(
     streams = early_final_streams(batcher)
     stream = streams.open("pause-2", Owner())
     # Another recording would hold the final back (it is mid-utterance): keep the model busy directly.
-    batcher.submit(Clip(np.zeros(1600, np.float32), final=False))
+    busy(batcher)
     await entered(model)  # the model is busy: what the stream queues next stays queued
     await streams.feed(stream, f32(tone(0.4)))
     await streams.feed(stream, f32(silence(0.2)))
