@@ -29,6 +29,7 @@ async def test_a_recording_splits_at_a_pause_and_later_partials_hear_only_what_f
     await streams.feed(stream, f32(silence(0.2)))  # a pause the partial reaches into: split there
     await entered(model)  # the early final over all of it
     model.release()
+    assert (await owner.next_partial()).text == "heard 9600 samples"  # done while still open: shown
     assert (stream.segment, stream.committed) == (6400, "heard 6400 samples")
     await streams.feed(stream, f32(tone(0.2)))
     assert stream.task is None  # 200 ms of new speech is too little for a partial of its own

@@ -1,6 +1,6 @@
 """Voice latency and capacity: live recordings over `/ws` to a real uvicorn server on loopback.
 
-Each simulated page sends 100 ms PCM frames in real time, as the microphone would produce them:
+Each simulated page sends 50 ms PCM frames in real time, as the microphone would produce them:
 silence, a spoken phrase (espeak-ng), a pause, then `voice.stop`. Times are measured from the
 moment the speech is *said* (its position in the audio), not from when its frame was sent.
 The page is `voice_page`, the server `voice_server`; this module measures and makes the tables.
@@ -16,7 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from capsearch.bench.voice_page import FRAME, PHRASE, Recording, lags, record, speech_clip, timeline
+from capsearch.bench.voice_page import (
+    FRAME,
+    PHRASE,
+    Recording,
+    final_hits_at,
+    lags,
+    record,
+    speech_clip,
+    timeline,
+)
 from capsearch.bench.voice_server import real_whisper_dir, voice_server
 from capsearch.config import DatabaseSettings, RateLimitSettings, Settings, StorageSettings
 from capsearch.voice.audio import SAMPLE_RATE
@@ -52,7 +61,7 @@ async def _bench_model(
         latency["error"] = failed[0] if failed else "no partial arrived while speaking"
     else:
         first = _median([r.partials[0][0] - r.started - start - 1.0 for r, start, _ in ok])
-        to_hits = _median([r.hits_at - r.started - end for r, _, end in ok])
+        to_hits = _median([final_hits_at(r) - r.started - end for r, _, end in ok])
         live = [r.live_hits[0] - r.started - start for r, start, _ in ok if r.live_hits]
         latency |= {
             "final_pass_s": round(final_pass, 3),
@@ -63,6 +72,7 @@ async def _bench_model(
             "auto_stop_after_speech_s": _median([r.stop_at - r.started - end for r, _, end in ok]),
             "speech_end_to_final_s": _median([r.final_at - r.started - end for r, _, end in ok]),
             "speech_end_to_hits_s": to_hits,
+            "early_hits": f"{sum(final_hits_at(r) < r.hits_at for r, _, _ in ok)}/{len(ok)}",
             "auto_stopped": ",".join(sorted({r.auto_stopped or "no" for r, _, _ in ok})),
             "transcript": ok[0][0].text[:40],
             "top_hit": ok[0][0].top_hit[:30],
@@ -161,7 +171,8 @@ def bench_voice(settings: Settings, *, quick: bool = False) -> list[str]:
     return [
         *tables,
         "Voice over /ws, one page speaking in real time and never pressing stop (times from when the "
-        "words were said; passes = one Whisper pass alone)\n"
+        "words were said; passes = one Whisper pass alone; hits = the final transcript's hits first on the "
+        "page, early_hits = recordings where they came before the recording ended)\n"
         + format_table(latency)
         + "".join(f"\n({n})" for n in notes),
         f"Voice capacity: concurrent pages speaking at once; keeps up = every partial's newest audio at "

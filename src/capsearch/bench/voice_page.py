@@ -32,7 +32,8 @@ class Recording:
 
     sent_at: list[float] = field(default_factory=list)  # when each frame was sent
     partials: list[tuple[float, float]] = field(default_factory=list)  # (received at, seconds covered)
-    live_hits: list[float] = field(default_factory=list)  # hits of settled words, while speaking
+    live_hits: list[float] = field(default_factory=list)  # live hits, before the recording ended
+    live_words: list[str] = field(default_factory=list)  # the words each of them searched
     started: float = 0.0  # when the first sample was "said"
     stop_at: float = 0.0  # voice.stop sent, or voice.stopped received (auto-stop)
     auto_stopped: str = ""  # the server's reason, when it ended the recording itself
@@ -92,6 +93,7 @@ async def record(
                     rec.stop_at, rec.auto_stopped = now, msg["reason"]
                 elif msg["type"] == "voice.hits" and msg.get("partial"):
                     rec.live_hits.append(now)
+                    rec.live_words.append(msg["transcript"])
                 elif msg["type"] == "voice.final":
                     rec.final_at, rec.text = now, msg["text"]
                 elif msg["type"] == "voice.hits":
@@ -120,6 +122,13 @@ async def record(
         await asyncio.wait_for(listener, 300)
         await ws.close(1000)
     return rec
+
+
+def final_hits_at(rec: Recording) -> float:
+    """When the hits of the final transcript were first on the page: live, if the early final was
+    done before the recording ended (capsearch.voice.partials), or else with voice.final."""
+    early = [at for at, words in zip(rec.live_hits, rec.live_words, strict=True) if words == rec.text]
+    return min(early, default=rec.hits_at)
 
 
 def lags(rec: Recording) -> list[float]:

@@ -26,9 +26,13 @@ class LiveSearch:
         self._search = search
         self._interval = interval_s
 
-    def request(self, stream: VoiceStream, words: str) -> None:
-        """Search `words` soon, unless a newer request replaces them first."""
+    def request(self, stream: VoiceStream, words: str, *, at_once: bool = False) -> None:
+        """Search `words` soon, unless a newer request replaces them first. `at_once`: now, dropping
+        a search of older words still waiting or running (the early final's transcript)."""
         stream.live_query = words
+        if at_once and stream.search_task is not None:
+            stream.search_task.cancel()
+            stream.search_task = None
         if stream.search_task is None and not stream.finishing:
             stream.search_task = asyncio.create_task(self._run(stream), name=f"voice-search-{stream.id}")
 
@@ -53,4 +57,5 @@ class LiveSearch:
                     return
                 await stream.owner.voice_live_hits(stream.id, query, result)
         finally:
-            stream.search_task = None
+            if stream.search_task is asyncio.current_task():  # not one that replaced it
+                stream.search_task = None

@@ -174,6 +174,8 @@ class VoiceStream:
     live_query: str = ""  # the settled words to search while speaking
     searched: str = ""  # the settled words last searched
     search_task: asyncio.Task[None] | None = None
+    final_shown: int = 0  # samples the early final whose words were shown covers (0: none shown)
+    words_task: asyncio.Task[None] | None = None  # showing the early final's words
 
     @property
     def speech(self) -> bool:
@@ -196,7 +198,7 @@ class VoiceStream:
         """No more partials or live searches: the final's transcript and hits replace them."""
         if self.pending is not None and not self.pending.future.done():
             self.pending.future.cancel()
-        for task in (self.task, self.search_task):
+        for task in (self.task, self.search_task, self.words_task):
             if task is not None:
                 task.cancel()
 

@@ -36,9 +36,9 @@ from capsearch.services.search_options import RELEVANCE, SearchOptions
 from capsearch.voice.activity import ActivityDetector, LoudnessDetector
 from capsearch.voice.audio import SAMPLE_RATE, AudioError, no_speech
 from capsearch.voice.live_search import LiveSearch, Search
+from capsearch.voice.partials import run_partials, show_early_final
 from capsearch.voice.stream import (
     TALKING_MS,
-    Partial,
     Pass,
     StopReason,
     StreamOwner,
@@ -48,7 +48,6 @@ from capsearch.voice.stream import (
     VoiceStream,
     lead_in,
     pass_clip,
-    queue_partial,
     short_frame,
     submit_pass,
 )
@@ -156,7 +155,10 @@ class VoiceStreams:
         s = self.settings
         # Only new speech, and enough of it since the last split, calls for a partial.
         if stream.task is None and stream.wants_partial(s.first_partial_ms):
-            stream.task = asyncio.create_task(self._partials(stream), name=f"voice-{stream.id}")
+            passes = run_partials(
+                stream, self.transcriber, self._lead_in, s.first_partial_ms, self._live, self._alive
+            )
+            stream.task = asyncio.create_task(passes, name=f"voice-{stream.id}")
         self._early_final(stream, activity.silence_ms)
         if capped:
             return "max_seconds"
@@ -186,44 +188,14 @@ class VoiceStreams:
         if pending is not None and pending.samples <= audio.size and not pending.started:
             pending.future.cancel()
         try:
-            stream.early_final = Pass(audio.size, self._submit_final(audio))
+            run = stream.early_final = Pass(audio.size, self._submit_final(audio))
         except CapsearchError as e:  # busy or shutting down: the stop will try again
             log.debug("voice %s: early final skipped: %s", stream.id, e.message)
+            return
+        run.future.add_done_callback(lambda _: show_early_final(stream, run, self._live, self._alive))
 
-    async def _partials(self, stream: VoiceStream) -> None:
-        """Transcribe the growing buffer, one pass at a time, while new speech keeps coming."""
-        try:
-            while not stream.finishing and stream.wants_partial(self.settings.first_partial_ms):
-                try:
-                    run = stream.pending = queue_partial(self.transcriber, stream, self._lead_in)
-                except CapsearchError as e:  # busy or shutting down: skip; the next frame tries again
-                    log.debug("voice %s: partial pass skipped: %s", stream.id, e.message)
-                    return
-                try:
-                    text = await run.future
-                except (CapsearchError, asyncio.CancelledError) as e:
-                    if not run.future.cancelled():
-                        log.debug("voice %s: partial pass failed: %s", stream.id, e)
-                    return
-                finally:
-                    stream.pending = None
-                text = stream.heard(text, run.samples)
-                if stream.finishing or self._streams.get(stream.id) is not stream:
-                    return
-                if text:
-                    await self._partial(stream, text, run.samples)
-                stream.close_segment()
-        finally:
-            stream.task = None
-
-    async def _partial(self, stream: VoiceStream, text: str, samples: int) -> None:
-        words = stream.settler.update(text)
-        # Sent even when the words did not change: `seconds` shows the page how far it got.
-        await stream.owner.voice_partial(
-            stream.id, Partial(text, words.settled, words.tentative, samples / SAMPLE_RATE)
-        )
-        if stream.search and self._live is not None and words.settled_changed:
-            self._live.request(stream, words.settled)
+    def _alive(self, stream: VoiceStream) -> bool:
+        return self._streams.get(stream.id) is stream
 
     def finish(self, stream: VoiceStream) -> Coroutine[Any, Any, Transcript]:
         """Stop taking audio now and pick the final pass; await the result for the final transcript.
