@@ -104,7 +104,7 @@ async def assert_hits(page: Any, first_id: int, transcript: str) -> None:
 
 
 async def assert_streamed_and_playable(page: Any) -> None:
-    """voice.start, then 16-bit frames of about 100 ms after voice.accepted, then voice.stop; the
+    """voice.start, then 16-bit frames of about 50 ms after voice.accepted, then voice.stop; the
     recording plays back from a WAV blob exactly as long as what was sent."""
     log = await page.evaluate("() => window.__wsLog")
     kinds = [
@@ -116,7 +116,7 @@ async def assert_streamed_and_playable(page: Any) -> None:
     payloads = [f["size"] - 3 - f["n"] for f in frames]
     assert {(f["kind"], f["encoding"]) for f in frames} == {(2, 1)}
     assert all(p % 2 == 0 for p in payloads)
-    assert all(p == 3200 for p in payloads[:-1]), payloads  # 1,600 samples: 100 ms at 16 kHz
+    assert all(p == 1600 for p in payloads[:-1]), payloads  # 800 samples: 50 ms at 16 kHz
     duration = await page.wait_for_function(PLAYBACK_JS, timeout=10_000)
     assert abs(await duration.json_value() - sum(payloads) / 2 / 16000) < 0.01
 

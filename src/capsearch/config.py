@@ -160,12 +160,13 @@ class VoiceSettings(BaseModel):
     max_streams: int = Field(64, ge=1, description="live recordings in the whole app")
     # One client (an IP address) may not take every recording slot, however many sockets it opens.
     max_streams_per_client: int = Field(4, ge=1, le=64, description="live recordings per client")
-    # The page sends 100 ms frames; tiny frames cost a message each for almost no audio. A shorter
+    # The page sends 50 ms frames; tiny frames cost a message each for almost no audio. A shorter
     # frame is allowed only as the last one before `voice.stop` (the page flushes what is left).
     min_frame_samples: int = Field(320, ge=1, le=16_000, description="20 ms at 16 kHz")
     # Silence after which the final pass starts, (nearly) ready if it was the end; speech that resumes
-    # discards it. 100 ms: end of speech to hits 1.29 s against 1.39 s at 200 (whisper-base, median of 12).
-    final_after_silence_ms: float = Field(100.0, ge=0)
+    # makes it stale. 32 ms (one Silero chunk): end of speech to hits 0.85 s, 0.87 at 64, 0.89 at 100;
+    # stale early finals in 5, 3 and 0 of 32 phrases (whisper-base, Festival; docs/benchmarks.md).
+    final_after_silence_ms: float = Field(32.0, ge=0)
     # Silence put before the audio of every pass: Whisper tends to drop a word that starts at the very
     # first sample. Measured (`capsearch bench --only voice`, whisper-base, 32 spoken phrases trimmed
     # to start at their first word): word error rate 0.132 without, 0.069 with 250 ms.

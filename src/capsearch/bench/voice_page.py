@@ -1,6 +1,6 @@
 """The simulated page of the voice benchmark: a spoken phrase, and its live recording over `/ws`.
 
-Each page sends 100 ms PCM frames in real time, as the microphone would produce them: silence, a
+Each page sends 50 ms PCM frames in real time, as the microphone would produce them: silence, a
 spoken phrase (espeak-ng), a pause, then `voice.stop`; it notes when each frame went out and when
 each reply came back, on the loop's clock.
 """
@@ -21,7 +21,7 @@ import numpy as np
 from capsearch.voice.audio import SAMPLE_RATE
 from capsearch.ws.frames import encode_pcm_frame
 
-FRAME = SAMPLE_RATE // 10  # 100 ms, what the page sends
+FRAME = SAMPLE_RATE // 20  # 50 ms, what the page sends
 PHRASE = "a dog running on the beach"
 AUTO_STOP_WAIT_S = 5  # silence a page keeps sending, at most, for the server to end the recording
 

@@ -4,7 +4,7 @@
  *
  * In: the microphone at the context's rate, any number of channels. Out (port messages):
  *   {type: 'pcm', pcm: Int16Array, last: bool}  mono, `targetRate` Hz, signed 16-bit, every
- *                                               `chunkSamples` samples (1,600 = 100 ms at 16 kHz);
+ *                                               `chunkSamples` samples (800 = 50 ms at 16 kHz);
  *                                               `last` answers a {type: 'flush'} with what is left
  *   {type: 'level', rms: number}                the RMS (0..1) of the last `levelSamples` samples
  * Channels are averaged to mono; floats are clamped to [-1, 1] and scaled by 32767. When the context
@@ -17,7 +17,7 @@ class PcmCapture extends AudioWorkletProcessor {
     const o = (options && options.processorOptions) || {};
     this.targetRate = o.targetRate || 16000;
     this.step = sampleRate / this.targetRate; // input samples per output sample
-    this.chunkSamples = o.chunkSamples || 1600;
+    this.chunkSamples = o.chunkSamples || 800;
     this.levelSamples = o.levelSamples || 800;
     this.chunk = new Int16Array(this.chunkSamples);
     this.fill = 0;

@@ -25,9 +25,9 @@
   'use strict';
 
   var RATE = 16000;
-  // 100 ms: the server hears the end of speech (and starts the final) up to a frame sooner than
-  // with 200 ms frames (end of speech to hits 1.20 s against 1.29 s, median of 12, whisper-base).
-  var CHUNK = RATE / 10;
+  // 50 ms: the server hears the end of speech (and starts the final) up to a frame sooner; at 20
+  // frames a second per recording the messages still cost next to nothing (docs/benchmarks.md).
+  var CHUNK = RATE / 20;
   var PCM_KIND = 0x02;
   var S16LE = 0x01;
 
