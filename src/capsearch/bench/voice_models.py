@@ -101,9 +101,11 @@ def bench_transcriber_models(
             today = base["final_wer_lead_0"]  # the transformers full-window path, no lead-in
             got = r[f"final_wer_lead_{lead_ms}"]
             ok = "ok" if got <= today + WER_SLACK else "MISS"
+            same = base[f"final_wer_lead_{lead_ms}"]
             lines.append(
                 f"{r['backend']} finals, lead-in {lead_ms} ms: WER {got:.3f} vs transformers {today:.3f} "
-                f"(≤ +{WER_SLACK}: {ok}); partials {r[f'partial_wer_lead_{lead_ms}']:.3f}"
+                f"(today's path, no lead-in; ≤ +{WER_SLACK}: {ok}; {same:.3f} with this lead-in); "
+                f"partials {r[f'partial_wer_lead_{lead_ms}']:.3f}"
             )
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     phrases = rows[0]["phrases"]
