@@ -163,9 +163,8 @@ class VoiceSettings(BaseModel):
     # The page sends 50 ms frames; tiny frames cost a message each for almost no audio. A shorter
     # frame is allowed only as the last one before `voice.stop` (the page flushes what is left).
     min_frame_samples: int = Field(320, ge=1, le=16_000, description="20 ms at 16 kHz")
-    # Silence after which the final pass starts, (nearly) ready if it was the end; speech that resumes
-    # makes it stale. 32 ms (one Silero chunk): end of speech to hits 0.85 s, 0.87 at 64, 0.89 at 100;
-    # stale early finals in 5, 3 and 0 of 32 phrases (whisper-base, Festival; docs/benchmarks.md).
+    # Silence after which the final pass starts; speech that resumes makes it stale. 32 ms (a Silero
+    # chunk): end of speech to hits 0.85 s (0.89 at 100), 5 of 32 phrases stale (0); docs/benchmarks.md.
     final_after_silence_ms: float = Field(32.0, ge=0)
     # Silence put before the audio of every pass: Whisper tends to drop a word that starts at the very
     # first sample. Measured (`capsearch bench --only voice`, whisper-base, 32 spoken phrases trimmed
