@@ -10,7 +10,8 @@ partials agree on settle (LocalAgreement-2) and are searched while the person st
 
 The final is always a full-window pass, started early: after `final_after_silence_ms` of quiet, a final
 pass over what was said is queued; if the quiet lasts `end_silence_ms` the recording ends by itself
-with that pass as its final (speech that resumes discards it). That early start is speculation, made
+with that pass as its final (speech that resumes discards it). Done before that, its words and their
+hits are shown at once (capsearch.voice.partials). That early start is speculation, made
 only with compute nobody else needs: while another recording is mid-utterance, a final beside its
 partials made them 2-3x slower (four speakers: lag up to 0.8 s instead of 0.4), so this speaker's final
 then starts once the others pause, or at its own end of speech. Partials run at background priority,
