@@ -13,9 +13,9 @@ from capsearch.batching import Batcher
 from capsearch.config import BatchSettings, VoiceSettings
 from capsearch.ml.speech import Clip
 from capsearch.services.search import SearchResult
-from capsearch.voice.stream import Partial
+from capsearch.voice.stream import Partial, VoiceStream
 from capsearch.voice.streams import VoiceStreams
-from tests.voicekit import GatedTranscriber
+from tests.voicekit import GatedTranscriber, tone
 
 WAIT_S = 30.0  # safety net only
 # Settings that keep early finals and auto-stop out of the tests that are not about them.
@@ -79,3 +79,15 @@ def busy(batcher: Batcher[Clip, str]) -> None:
 
 async def entered(model: GatedTranscriber) -> None:
     await asyncio.to_thread(model.wait_entered, WAIT_S)
+
+
+async def spoken(
+    streams: VoiceStreams, stream: VoiceStream, model: GatedTranscriber, seconds: float
+) -> Partial:
+    """Say `seconds` of speech into `stream` and let the partial pass over it through: that partial."""
+    await streams.feed(stream, f32(tone(seconds)))
+    await entered(model)
+    model.release()
+    owner = stream.owner
+    assert isinstance(owner, Owner)
+    return await owner.next_partial()

@@ -13,7 +13,7 @@ from capsearch.ml.speech import Clip
 from capsearch.services.search import SearchResult
 from capsearch.services.search_options import SearchOptions
 from capsearch.voice.streams import VoiceStreams
-from tests.streamkit import PLAIN, WAIT_S, Owner, batcher, entered, f32, model
+from tests.streamkit import PLAIN, WAIT_S, Owner, batcher, entered, f32, model, spoken
 from tests.voicekit import GatedTranscriber, silence, tone
 
 __all__ = ["batcher", "model"]  # fixtures, used by name
@@ -40,14 +40,8 @@ async def test_the_early_final_shows_its_words_and_hits_before_the_recording_end
     streams = searching_streams(batcher, searched, stuck="heard")
     owner = Owner()
     stream = streams.open("early-words-1", owner)
-    await streams.feed(stream, f32(tone(0.4)))
-    await entered(model)
-    model.release()  # the partial
-    await owner.next_partial()
-    await streams.feed(stream, f32(tone(0.2)))
-    await entered(model)
-    model.release()  # a second partial: "heard" settles, and its live search starts (and hangs)
-    await owner.next_partial()
+    await spoken(streams, stream, model, 0.4)
+    await spoken(streams, stream, model, 0.2)  # "heard" settles; its live search starts (and hangs)
     assert await streams.feed(stream, f32(silence(0.2))) is None
     await entered(model)  # 200 ms of quiet: the final pass over what was said
     model.release()
@@ -72,10 +66,7 @@ async def test_words_of_an_early_final_that_speech_made_stale_are_never_shown(
     streams = searching_streams(batcher, searched)
     owner = Owner()
     stream = streams.open("early-words-2", owner)
-    await streams.feed(stream, f32(tone(0.4)))
-    await entered(model)
-    model.release()
-    await owner.next_partial()
+    await spoken(streams, stream, model, 0.4)
     await streams.feed(stream, f32(silence(0.2)))
     await entered(model)  # the early final runs
     early = stream.early_final
@@ -102,10 +93,7 @@ async def test_an_early_final_done_after_the_stop_only_makes_the_final(
     streams = searching_streams(batcher, searched)
     owner = Owner()
     stream = streams.open("early-words-3", owner)
-    await streams.feed(stream, f32(tone(0.4)))
-    await entered(model)
-    model.release()
-    await owner.next_partial()
+    await spoken(streams, stream, model, 0.4)
     await streams.feed(stream, f32(silence(0.2)))
     await entered(model)
     final = streams.finish(stream)  # the page pressed stop while the early final ran
